@@ -5,13 +5,13 @@ import pytest
 from tests.lmx_corpus import KNOWN_EXCEPTIONS, check, run_corpus
 
 
-def test_lmx_roundtrip_corpus_sample(music21_env):
+def test_lmx_roundtrip_corpus_sample():
     summary = check(run_corpus(40, seed=1))
     print(summary)
 
 
 @pytest.mark.slow
-def test_lmx_roundtrip_corpus_330(music21_env):
+def test_lmx_roundtrip_corpus_330():
     results = run_corpus(330, seed=0)
     summary = check(results)
     print(summary)

@@ -681,3 +681,34 @@ def test_notes_from_midi_sources(tmp_path):
         notes_from_midi(tmp_path / "missing.mid")
     with pytest.raises(InputError, match="expected a path, bytes or PrettyMIDI"):
         notes_from_midi(42)
+
+
+def test_notes_from_midi_reads_long_high_resolution_files():
+    # music21 writes 10080 ticks per quarter; pretty_midi alone refuses files past 1e7 ticks.
+    import mido
+    import pretty_midi
+
+    mf = mido.MidiFile(ticks_per_beat=10080)
+    track = mido.MidiTrack()
+    track.append(mido.MetaMessage("set_tempo", tempo=500000, time=0))
+    track.append(mido.Message("note_on", note=60, velocity=90, time=10080))  # 0.5 s
+    track.append(mido.Message("note_off", note=60, velocity=0, time=10080))  # 1.0 s
+    track.append(mido.Message("note_on", note=62, velocity=90, time=11_000_000 - 20160))
+    track.append(mido.Message("note_off", note=62, velocity=0, time=5040))
+    mf.tracks.append(track)
+    buf = io.BytesIO()
+    mf.save(file=buf)
+    with pytest.raises(ValueError, match="likely corrupt"):
+        pretty_midi.PrettyMIDI(io.BytesIO(buf.getvalue()))
+    notes = notes_from_midi(buf.getvalue())
+    assert [n.pitch for n in notes] == [60, 62]
+    expected = [(0.5, 1.0), (11_000_000 / 20160, 11_005_040 / 20160)]
+    for n, (s, e) in zip(notes, expected):
+        assert n.start == pytest.approx(s, abs=1e-3) and n.end == pytest.approx(e, abs=1e-3)
+
+
+def test_decode_never_raises_on_non_sequences():
+    notes, stats = CODEC.decode_window(None)
+    assert notes == [] and stats.reasons == {"not_a_sequence": 1}
+    notes, stats = CODEC.decode([None, (0.0, [CODEC.string_to_token("tie")])])
+    assert notes == [] and stats.reasons == {"bad_window": 1}

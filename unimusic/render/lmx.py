@@ -565,11 +565,12 @@ class _Parser:
             if note is None or note.root is not None or note.kind is not None:
                 self.flush()
                 note = self.note = _Note()
-            note.tokens += 1
             attr = {"print-object:no": "hidden", "grace": "grace", "grace:slash": "grace_slash", "chord": "chord"}[token]
             if getattr(note, attr):
                 stats.drop("repeated_prefix")
+                return
             setattr(note, attr, True)
+            note.tokens += 1
         elif token in _KIND:
             note = self.note
             if note is None or note.root is not None or note.kind is not None:

@@ -1,0 +1,1 @@
+"""Ray Serve application: added by a later issue."""

@@ -1,0 +1,342 @@
+"""The ``unimusic`` command line.
+
+Every user-facing failure prints one line ``unimusic: error: <input>: <problem>``
+to stderr and exits non-zero; tracebacks are shown only with UNIMUSIC_DEBUG=1.
+Heavy libraries are imported inside the commands, so ``unimusic --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from unimusic import __version__
+from unimusic.errors import InputError, UnimusicError
+
+EXIT_INPUT = 2
+EXIT_INTERNAL = 1
+EVENTS_HEADER = "# unimusic midi-events"
+
+
+def _err(message: str) -> None:
+    print(f"unimusic: error: {message}", file=sys.stderr)
+
+
+def _warn(message: str) -> None:
+    print(f"unimusic: warning: {message}", file=sys.stderr)
+
+
+# -- file kinds ---------------------------------------------------------------------
+
+
+def _input_kind(path: Path) -> tuple[str, bytes]:
+    """('score' | 'midi' | 'lmx' | 'events', bytes) of an input file, checked against its content."""
+    from unimusic import scores
+
+    data = scores.read_bytes(path)
+    ext = path.suffix.lower()
+    sniffed = scores.sniff_kind(data)
+    if ext in scores.MIDI_EXTENSIONS:
+        if sniffed != "midi":
+            what = f"looks like {sniffed}" if sniffed else "is not MIDI (no MThd header)"
+            raise InputError(str(path), f"extension says MIDI but the content {what}")
+        return "midi", data
+    if ext in scores.LMX_EXTENSIONS:
+        if sniffed not in ("lmx", None) or b"\x00" in data[:4096]:
+            raise InputError(str(path), f"extension says LMX but the content looks like {sniffed or 'binary data'}")
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(str(path), "LMX file is not UTF-8 text") from None
+        return "lmx", data
+    if ext in scores.EVENTS_EXTENSIONS:
+        return "events", data
+    scores.score_kind(path, data)  # raises a precise error for wrong/unknown content
+    return "score", data
+
+
+def _lmx_tokens(path: Path, data: bytes) -> list[str]:
+    from unimusic.tokens.lmx import LmxCodec, tokens_from_text
+
+    tokens = tokens_from_text(data.decode("utf-8"))
+    if not tokens:
+        raise InputError(str(path), "LMX file holds no tokens")
+    LmxCodec().encode(tokens, source=str(path))  # strict: names the first unknown token
+    return tokens
+
+
+def _midi_codec(args):
+    from unimusic.tokens.midi import MidiCodecConfig, MidiEventCodec
+
+    return MidiEventCodec(config=MidiCodecConfig(window_seconds=args.window, velocity_bins=args.velocity_bins))
+
+
+def _write_events(codec, windows, out: Path) -> None:
+    config = codec.config
+    lines = [
+        f"{EVENTS_HEADER} v{codec.version} codec={codec.hash} window={config.window_seconds} "
+        f"velocity_bins={config.velocity_bins} steps_per_second={config.steps_per_second}"
+    ]
+    for start, ids in windows:
+        lines.append(f"{start:.3f}: " + " ".join(codec.token_to_string(i) for i in ids))
+    out.write_text("\n".join(lines) + "\n")
+
+
+def _read_events(args, path: Path, data: bytes):
+    """(codec, windows) of an event file; the header's codec settings win over the CLI's."""
+    from unimusic.tokens.midi import MidiCodecConfig, MidiEventCodec
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(str(path), "event file is not UTF-8 text") from None
+    codec = _midi_codec(args)
+    windows = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if line.startswith(EVENTS_HEADER):
+            fields = dict(f.split("=", 1) for f in line.split() if "=" in f)
+            try:
+                config = MidiCodecConfig(
+                    window_seconds=float(fields.get("window", args.window)),
+                    velocity_bins=int(fields.get("velocity_bins", args.velocity_bins)),
+                    steps_per_second=int(fields.get("steps_per_second", 100)),
+                )
+            except (ValueError, InputError) as exc:
+                raise InputError(f"{path}:{number}", f"bad event-file header: {exc}") from None
+            codec = MidiEventCodec(config=config)
+            if fields.get("codec", codec.hash) != codec.hash:
+                raise InputError(
+                    f"{path}:{number}", f"written by MIDI codec {fields['codec']}, this version is {codec.hash}"
+                )
+            continue
+        if not line or line.startswith("#"):
+            continue
+        head, sep, body = line.partition(":")
+        try:
+            start = float(head)
+        except ValueError:
+            raise InputError(f"{path}:{number}", f"expected '<window start seconds>: <tokens>', got {line[:40]!r}") from None
+        if not sep:
+            raise InputError(f"{path}:{number}", "missing ':' after the window start")
+        try:
+            ids = [codec.string_to_token(t) for t in body.split()]
+        except InputError as exc:
+            raise InputError(f"{path}:{number}", exc.problem + f" ({exc.source})") from None
+        windows.append((start, ids))
+    if not windows:
+        raise InputError(str(path), "event file holds no windows")
+    return codec, windows
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def cmd_convert(args) -> int:
+    from unimusic.render.lmx import delinearize, linearize
+    from unimusic.scores import musicxml_bytes
+    from unimusic.tokens.lmx import lmx_text
+
+    src, dst = Path(args.input), Path(args.output)
+    kind, data = _input_kind(src)
+    out_ext = dst.suffix.lower()
+    if dst.exists() and dst.is_dir():
+        raise InputError(str(dst), "output is a directory")
+
+    if kind == "score" and out_ext == ".lmx":
+        tokens = linearize(musicxml_bytes(src, data), source=str(src))
+        dst.write_text(lmx_text(tokens))
+        print(f"{src} -> {dst}: {len(tokens)} LMX tokens, {tokens.count('measure')} measures")
+    elif kind == "score" and out_ext in (".musicxml", ".xml"):
+        dst.write_bytes(musicxml_bytes(src, data))
+        print(f"{src} -> {dst}: MusicXML")
+    elif kind == "lmx" and out_ext in (".musicxml", ".xml"):
+        xml, stats = delinearize(_lmx_tokens(src, data))
+        if stats.invalid_tokens:
+            message = f"{src}: {stats.invalid_tokens} of {stats.tokens} tokens did not fit the LMX grammar: {dict(stats.reasons)}"
+            if args.strict:
+                raise InputError(str(src), message.split(": ", 1)[1])
+            _warn(message + " (dropped)")
+        dst.write_text(xml)
+        print(f"{src} -> {dst}: MusicXML ({stats.tokens} tokens)")
+    elif kind == "midi" and out_ext in (".events", ".midi-events"):
+        from unimusic.tokens.midi import notes_from_midi
+
+        codec = _midi_codec(args)
+        notes = notes_from_midi(data, name=str(src))
+        windows = codec.encode(notes)
+        _write_events(codec, windows, dst)
+        print(f"{src} -> {dst}: {len(notes)} notes, {len(windows)} windows, {sum(len(w) for _, w in windows)} tokens")
+    elif kind in ("events", "midi") and out_ext in (".mid", ".midi"):
+        from unimusic.tokens.midi import notes_from_midi, notes_to_midi
+
+        if kind == "midi":  # MIDI -> event tokens -> MIDI: the codec's normalization, as a file
+            codec = _midi_codec(args)
+            windows = codec.encode(notes_from_midi(data, name=str(src)))
+        else:
+            codec, windows = _read_events(args, src, data)
+        notes, stats = codec.decode(windows)
+        if stats.invalid_tokens:
+            _warn(f"{src}: {stats.invalid_tokens} invalid event tokens dropped: {dict(stats.reasons)}")
+        notes_to_midi(notes).write(str(dst))
+        print(f"{src} -> {dst}: {len(notes)} notes from {len(windows)} windows")
+    else:
+        raise InputError(
+            f"{src} -> {dst}",
+            f"no deterministic conversion from {kind} to {out_ext or 'a file without extension'} "
+            "(available: score->.lmx/.musicxml, .lmx->.musicxml, .mid->.events/.mid, .events->.mid)",
+        )
+    return 0
+
+
+def _score_info(path: Path, data: bytes) -> dict:
+    import music21
+
+    from unimusic.scores import musicxml_bytes
+
+    xml = musicxml_bytes(path, data)
+    try:
+        score = music21.converter.parse(xml, format="musicxml", forceSource=True)
+    except Exception as exc:
+        raise InputError(str(path), f"music21 cannot read the score: {type(exc).__name__}: {exc}") from None
+    parts = list(score.parts)
+    notes = sum(len(n.pitches) for n in score.recurse().notes if not isinstance(n, music21.harmony.Harmony))
+    quarters = float(score.highestTime)
+    marks = score.recurse().getElementsByClass(music21.tempo.MetronomeMark)
+    bpm = float(marks[0].getQuarterBPM()) if marks and marks[0].getQuarterBPM() else 120.0
+    return {
+        "parts": len(parts),
+        "part_names": [p.partName or f"Part {i + 1}" for i, p in enumerate(parts)],
+        "measures": max((len(p.getElementsByClass(music21.stream.Measure)) for p in parts), default=0),
+        "notes": notes,
+        "duration_quarters": round(quarters, 3),
+        "duration_seconds": round(quarters * 60.0 / bpm, 3),
+        "tempo_bpm": bpm,
+    }
+
+
+def cmd_info(args) -> int:
+    path = Path(args.file)
+    kind, data = _input_kind(path)
+    info: dict = {"file": str(path), "kind": kind}
+    if kind == "score":
+        from unimusic.scores import score_kind
+
+        info["format"] = score_kind(path, data)
+        info.update(_score_info(path, data))
+    elif kind == "midi":
+        from unimusic.tokens.midi import notes_from_midi
+
+        notes = notes_from_midi(data, name=str(path))
+        programs = sorted({("drums" if n.is_drum else n.program) for n in notes}, key=str)
+        info.update(
+            {
+                "parts": len(programs),
+                "programs": programs,
+                "notes": len(notes),
+                "duration_seconds": round(max((n.end for n in notes), default=0.0), 3),
+            }
+        )
+    elif kind == "lmx":
+        from unimusic.render.lmx import delinearize
+
+        tokens = _lmx_tokens(path, data)
+        _, stats = delinearize(tokens)
+        pitches = {t for t in tokens if len(t) == 2 and t[0] in "ABCDEFG" and t[1].isdigit()}
+        info.update(
+            {
+                "tokens": len(tokens),
+                "measures": tokens.count("measure"),
+                "parts": max([1, *(int(t.split(":")[1]) for t in tokens if t.startswith("part:"))]),
+                "notes": sum(t in pitches for t in tokens),
+                "invalid_tokens": stats.invalid_tokens,
+            }
+        )
+    else:
+        codec, windows = _read_events(args, path, data)
+        notes, stats = codec.decode(windows)
+        info.update(
+            {
+                "windows": len(windows),
+                "tokens": sum(len(w) for _, w in windows),
+                "notes": len(notes),
+                "duration_seconds": round(max((n.end for n in notes), default=0.0), 3),
+                "invalid_tokens": stats.invalid_tokens,
+            }
+        )
+    if args.json:
+        print(json.dumps(info, indent=1))
+    else:
+        width = max(len(k) for k in info)
+        for key, value in info.items():
+            print(f"{key.ljust(width)}  {value}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from unimusic.demo import run_demo
+
+    return run_demo(pieces=args.pieces, seed=args.seed, out_dir=Path(args.out), processes=args.processes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="unimusic",
+        description="Translate music between score images, symbolic scores, MIDI and audio.",
+    )
+    parser.add_argument("--version", action="version", version=f"unimusic {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def midi_options(p):
+        p.add_argument("--window", type=float, default=10.0, help="MIDI event window in seconds (default 10)")
+        p.add_argument("--velocity-bins", type=int, default=16, help="MIDI velocity bins (1 = on/off only)")
+
+    p = sub.add_parser("convert", help="deterministic conversion: score->LMX, LMX->MusicXML, MIDI<->event tokens")
+    p.add_argument("input")
+    p.add_argument("output")
+    p.add_argument("--strict", action="store_true", help="fail instead of dropping LMX tokens that do not parse")
+    midi_options(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("info", help="what a file is: kind, duration, parts, measures, notes")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+    midi_options(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("demo", help="the main job on the embedded default (for now: every codec over corpus pieces)")
+    p.add_argument("--pieces", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--out", default="artifacts/demo")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "window", 10.0) <= 0 or getattr(args, "velocity_bins", 1) < 1:
+        _err("--window must be > 0 and --velocity-bins >= 1")
+        return EXIT_INPUT
+    try:
+        return args.func(args)
+    except (InputError, UnimusicError) as exc:
+        _err(str(exc))
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except Exception as exc:  # a bug of ours: one line, and the way to see more
+        if os.environ.get("UNIMUSIC_DEBUG"):
+            traceback.print_exc()
+        _err(f"internal error ({type(exc).__name__}: {exc}); rerun with UNIMUSIC_DEBUG=1 for the traceback")
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -10,8 +10,6 @@ from unimusic.roundtrip import lmx_roundtrip
 # Pieces that do not round-trip exactly, each with its reason. The test checks
 # that each still fails (so this list cannot go stale) and that nothing else does.
 KNOWN_EXCEPTIONS = {
-    "haydn/opus1no1/movement4": "a hidden note without <type> lasting 5/24 quarters: no single written form "
-    "(LMX writes note types; such a note would need splitting into tied notes)",
     "schumann_robert/opus41no1/movement4": "a note without <type> lasting 1483/384 quarters (editor export artefact): "
     "no single written form",
     "demos/incorrect_time_signature_pv": "voices only: the source's <forward> elements carry voice 6, LMX's forward "

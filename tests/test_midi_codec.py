@@ -437,7 +437,8 @@ def run_corpus_round_trip(pieces, cache_dir: Path, *, stress_every: int) -> tupl
         f"windows {sum(row['windows'] for *_, row in rows)}, tokens {sum(row['tokens'] for *_, row in rows)}",
         f"  min per-window F1 {min((row['min_window_f1'] for *_, row in rows), default=float('nan'))}, "
         f"min joined F1 {min((row['joined_f1'] for *_, row in rows), default=float('nan'))} (offsets, 10 ms)",
-        f"  notes {sum(row['notes'] for _, w, row in rows if w == 10.0)}, merged/cut by normalization {merged}",
+        f"  notes {sum(row['notes'] for _, w, row in rows if w == 10.0)}, of which merged away by normalization "
+        f"(same-key notes starting on one step) {merged}",
     ]
     lines += [f"  FAILED TO PARSE {x}" for x in failed_parse]
     lines += [f"  note: {x}" for x in remarks]

@@ -47,8 +47,9 @@ def test_codec_ids_roundtrip_both_directions(vocab, modality, level):
 
 
 def test_strict_to_model_and_tolerant_from_model(vocab):
-    with pytest.raises(InputError, match="id 502 at position 1 outside 0..501"):
-        vocab.to_model("lmx", [0, vocab.lmx.num_classes])
+    n = vocab.lmx.num_classes
+    with pytest.raises(InputError, match=f"id {n} at position 1 outside 0..{n - 1}"):
+        vocab.to_model("lmx", [0, n])
     with pytest.raises(InputError, match="codebook level 4"):
         vocab.to_model("image", [0], level=4)
     lmx_start = vocab.ranges["lmx"].start

@@ -30,8 +30,23 @@ def score_facts(xml: bytes | str) -> dict[str, list]:
     import music21
 
     score = music21.converter.parse(xml, format="musicxml", forceSource=True)
-    facts: dict[str, list] = {"notes": [], "spelling": [], "ties": [], "clefs": [], "keys": [], "times": [], "voices": []}
+    facts: dict[str, list] = {
+        "notes": [], "spelling": [], "ties": [], "clefs": [], "keys": [], "times": [], "voices": [], "barlines": [], "endings": []
+    }
+
+    def barline(b):
+        if b is None:
+            return None
+        if isinstance(b, music21.bar.Repeat):
+            return f"repeat-{b.direction}"
+        return b.type if b.type in ("double", "final") else None
+
     for p, part in enumerate(score.parts):
+        measure_index = {id(m): i for i, m in enumerate(part.getElementsByClass(music21.stream.Measure))}
+        brackets = part.spannerBundle.getByClass(music21.spanner.RepeatBracket)
+        facts["endings"].append(
+            ((p, 0), sorted((str(b.number), tuple(measure_index.get(id(m)) for m in b.getSpannedElements())) for b in brackets))
+        )
         for m_index, measure in enumerate(part.getElementsByClass(music21.stream.Measure)):
             where = (p, m_index)
             notes, spelling, ties, voices = [], [], [], []
@@ -57,6 +72,7 @@ def score_facts(xml: bytes | str) -> dict[str, list]:
             facts["clefs"].append(
                 (where, [(_q(c.getOffsetInHierarchy(measure)), c.sign, c.line, c.octaveChange) for c in measure.recurse().getElementsByClass(music21.clef.Clef)])
             )
+            facts["barlines"].append((where, [barline(measure.leftBarline), barline(measure.rightBarline)]))
             facts["keys"].append((where, [k.sharps for k in measure.recurse().getElementsByClass(music21.key.KeySignature)]))
             facts["times"].append((where, [t.ratioString for t in measure.recurse().getElementsByClass(music21.meter.TimeSignature)]))
     return facts

@@ -91,6 +91,37 @@ def note_type_for(quarters: Fraction) -> tuple[str, int] | None:
     return None
 
 
+def written_form(quarters: Fraction) -> tuple[str, int, int, int] | None:
+    """(type, dots, actual, normal) for a length no plain type spells (a note the
+    source gave no <type>): the simplest tuplet ratio that makes it exact."""
+    plain = note_type_for(quarters)
+    if plain is not None:
+        return plain[0], plain[1], 1, 1
+    ratios = [tuple(int(x) for x in token.split("in")) for token in V.TIME_MODIFICATION_TOKENS]
+    candidates = []
+    for actual, normal in ratios:
+        found = note_type_for(quarters * Fraction(actual, normal))
+        if found is not None:
+            candidates.append((found[1], actual + normal, (found[0], found[1], actual, normal)))
+    return min(candidates)[2] if candidates else None  # fewest dots, then the simplest ratio
+
+
+def _span_signature(kind: str, quarters: Fraction) -> list[tuple[str, str | None]] | None:
+    try:
+        tokens = span_tokens(kind, quarters)
+    except ValueError:
+        return None
+    out: list[tuple[str, str | None]] = []
+    for token in tokens:
+        if token == kind:
+            out.append(("", None))
+        elif token in TYPE_QUARTERS:
+            out[-1] = (token, None)
+        else:
+            out[-1] = (out[-1][0], token)
+    return out
+
+
 def typed_length(note_type: str, dots: int, actual: int = 1, normal: int = 1) -> Fraction:
     base = TYPE_QUARTERS[note_type]
     length = base * (2 - Fraction(1, 2**dots))
@@ -186,6 +217,8 @@ class _Linearizer:
                 self.attributes(el, state, where)
             elif el.tag == "note":
                 self.note(el, state, local, where)
+            elif el.tag == "barline":
+                self.barline(el, where)
             elif el.tag in ("backup", "forward"):
                 divisions = int(_text(el.find("duration"), "0") or 0)
                 if divisions <= 0:
@@ -196,6 +229,33 @@ class _Linearizer:
                     self.fail(where, str(exc))
                 if el.tag == "backup":
                     local.update(voice=None, staff=None, stem=None)
+
+    def barline(self, el: ET.Element, where: str):
+        location = el.get("location", "right")
+        if location == "middle":
+            return  # a dashed/tick barline inside a measure: not in LMX
+        style = _text(el.find("bar-style"))
+        repeat = el.find("repeat")
+        direction = repeat.get("direction") if repeat is not None else None
+        ending = el.find("ending")
+        ending_type = ending.get("type") if ending is not None else None
+        tokens: list[str] = []
+        if location == "left":
+            if ending_type == "start":
+                for number in (ending.get("number") or "1").replace(",", " ").split():
+                    if f"ending:{number}" not in V.BARLINE_TOKENS:
+                        self.fail(where, f"volta ending number {number!r} (LMX has 1..{V.MAX_ENDING})")
+                    tokens.append(f"ending:{number}")
+            if direction == "forward":
+                tokens.append("repeat:forward")
+        else:
+            if direction == "backward":
+                tokens.append("repeat:backward")
+            if ending_type in ("stop", "discontinue"):
+                tokens.append(f"ending:{ending_type}")
+        if direction is None and style in ("light-light", "light-heavy"):
+            tokens.append("barline:double" if style == "light-light" else "barline:final")
+        self.out += tokens
 
     def attributes(self, el: ET.Element, state: _PartState, where: str):
         div = _text(el.find("divisions"))
@@ -313,7 +373,7 @@ class _Linearizer:
             if note_type is None or note_type not in TYPE_QUARTERS:
                 if duration is None:
                     self.fail(where, "note has neither <type> nor <duration>")
-                guessed = note_type_for(duration)
+                guessed = written_form(duration)
                 if guessed is None and rest is not None and note.find("chord") is None:
                     # A rest with no written form (an editor's filler): keep the
                     # timing as a forward, which is what it means.
@@ -322,8 +382,7 @@ class _Linearizer:
                     return
                 if guessed is None:
                     self.fail(where, f"note without <type> lasting {duration} quarters has no single written form")
-                note_type, dots = guessed
-                actual = normal = 1
+                note_type, dots, actual, normal = guessed
             elif grace is None and duration is not None and typed_length(note_type, dots, actual, normal) != duration:
                 # Editors that cap <divisions> (MuseScore: 480) round tuplet
                 # durations: within one division, the written type is right.
@@ -476,6 +535,7 @@ _ROOT = set(V.NOTE_ROOT_TOKENS)
 _TIME_MOD = set(V.TIME_MODIFICATION_TOKENS)
 _STAFF = set(V.STAFF_TOKENS)
 _ALL = set(V.ALL_TOKENS)
+_BARLINE = set(V.BARLINE_TOKENS)
 
 
 class _Parser:
@@ -545,6 +605,9 @@ class _Parser:
             self.flush()
             self.part = int(token.split(":")[1])
             self.items()
+        elif token in _BARLINE:
+            self.flush()
+            self.items().append(("barline", token))
         elif token.startswith("key:fifths:"):
             self.flush()
             self.items().append(("key", int(token.split(":")[2])))
@@ -643,7 +706,7 @@ class _Parser:
                 return
             note.tied.append(value)
         else:
-            if token in note.notations and not token.startswith("slur:"):
+            if token in note.notations and not token.startswith(("slur:", "tuplet:")):
                 stats.drop("repeated_notation")
                 return
             note.notations.append(token)
@@ -709,6 +772,8 @@ class _Writer:
         acc = AccidentalState()
         time = (4, 4)
         slurs: list[int] = []
+        tuplets: list[tuple] = []  # open brackets: (number, cumulative ratio, opening note)
+        endings: list[str] = []  # the open volta ending's number, if any
         for index, measure in enumerate(self.measures or [{}]):
             m_el = _sub(part_el, "measure", number=index + 1)
             acc.new_measure()
@@ -723,7 +788,19 @@ class _Writer:
             position = Fraction(0)
             previous_note: _Note | None = None
             pending_attrs: list = []
-            for item in items + [None]:
+            barline_run: list[str] = []
+            span_run = None  # (signatures, quarters) of the <backup>/<forward> just written
+            wrote_music = False
+            for position_in_items, item in enumerate(items + [None]):
+                if isinstance(item, tuple) and item[0] == "barline":
+                    if pending_attrs:
+                        time = self.write_attributes(m_el, pending_attrs, acc, time, staves, index == 0 and not position)
+                        pending_attrs = []
+                    barline_run.append(item[1])
+                    continue
+                if barline_run:
+                    self.write_barline(m_el, barline_run, "right" if wrote_music else "left", endings)
+                    barline_run = []
                 if isinstance(item, tuple):
                     pending_attrs.append(item)
                     continue
@@ -732,6 +809,7 @@ class _Writer:
                     pending_attrs = []
                 if item is None:
                     break
+                wrote_music = True
                 measure_quarters = Fraction(4 * time[0], time[1])
                 if item.kind in ("backup", "forward"):
                     quarters = _note_quarters(item, measure_quarters)
@@ -743,9 +821,29 @@ class _Writer:
                         local.update(voice=None, staff=None, stem=None)
                     else:
                         position += quarters
-                    if quarters > 0:
+                    signature = (item.root, f"{item.time_mod[0]}in{item.time_mod[1]}" if item.time_mod else None)
+                    merge = (
+                        quarters > 0 and len(m_el) and m_el[-1].tag == item.kind and span_run
+                        and item.dots == 0 and _span_signature(item.kind, span_run[1] + quarters) == span_run[0] + [signature]
+                    )
+                    if merge:
+                        # `backup half backup quarter` was one <backup>: the linearizer
+                        # splits a span greedily, so a greedy run merges back
+                        duration_el = m_el[-1].find("duration")
+                        duration_el.text = str(int(duration_el.text) + max(1, round(quarters * divisions)))
+                        span_run = (span_run[0] + [signature], span_run[1] + quarters)
+                    elif quarters > 0:
+                        span_run = ([signature], quarters) if item.dots == 0 else None
                         span = _sub(m_el, item.kind)
                         _sub(span, "duration", max(1, round(quarters * divisions)))
+                        if item.kind == "forward":
+                            # A forward belongs to the voice (and staff) it skips
+                            # time in: the current one, else the next note's.
+                            voice, staff = self.next_voice_staff(items, position_in_items, local)
+                            if voice is not None:
+                                _sub(span, "voice", voice)
+                            if staff is not None and staves > 1:
+                                _sub(span, "staff", staff)
                     previous_note = None
                     continue
                 if item.chord and (previous_note is None or previous_note.grace != item.grace):
@@ -757,11 +855,80 @@ class _Writer:
                 if item.root == "rest:measure" and item.kind != "rest":  # pragma: no cover - parser guarantees
                     continue
                 quarters = _note_quarters(item, measure_quarters)
-                self.write_note(m_el, item, quarters, divisions, local, acc, staves, slurs, beams)
+                self.write_note(m_el, item, quarters, divisions, local, acc, staves, slurs, beams, tuplets)
                 # Chord members share the first note's onset; MusicXML advances once.
                 if not item.grace and not item.chord:
                     position += quarters
                 previous_note = item
+
+    @staticmethod
+    def start_tuplet(notations: ET.Element, item: _Note, tuplets: list) -> None:
+        """Open a tuplet bracket; a nested one states its own ratio, since the
+        note's time modification is the product of all enclosing brackets."""
+        actual, normal = item.time_mod or (1, 1)
+        cumulative = Fraction(actual, normal)
+        parent = tuplets[-1][1] if tuplets else Fraction(1)
+        starts_here = item.notations.count("tuplet:start")
+        opened_here = sum(1 for t in tuplets if t[2] is item)
+        remaining = max(1, starts_here - opened_here)
+        own = cumulative / parent
+        # several brackets opening on one note share the ratio equally when they can
+        root = Fraction(round(own.numerator ** (1 / remaining)), round(own.denominator ** (1 / remaining)))
+        if root ** remaining == own:
+            own = root
+        number = len(tuplets) + 1
+        tuplets.append((number, parent * own, item))
+        el = _sub(notations, "tuplet", type="start", number=number)
+        if parent != 1 or own != cumulative:
+            tuplet_actual = _sub(el, "tuplet-actual")
+            _sub(tuplet_actual, "tuplet-number", own.numerator)
+            tuplet_normal = _sub(el, "tuplet-normal")
+            _sub(tuplet_normal, "tuplet-number", own.denominator)
+
+    @staticmethod
+    def next_voice_staff(items: list, index: int, local: dict) -> tuple[str | None, str | None]:
+        voice, staff = local["voice"], local["staff"]
+        for item in items[index + 1 :]:
+            if voice is not None and staff is not None:
+                break
+            if isinstance(item, _Note):
+                if item.kind == "backup":
+                    break
+                voice = voice if voice is not None else item.voice
+                staff = staff if staff is not None else item.staff
+        return voice, staff
+
+    def write_barline(self, m_el, tokens: list[str], location: str, endings: list[str]):
+        allowed = {
+            "left": {"repeat:forward", *(t for t in V.BARLINE_TOKENS if t.split(":")[-1].isdigit())},
+            "right": {"repeat:backward", "ending:stop", "ending:discontinue"},
+        }[location] | {"barline:double", "barline:final"}
+        kept = []
+        for token in tokens:
+            if token not in allowed or token in kept:
+                self.stats.drop("misplaced_barline")
+            else:
+                kept.append(token)
+        if not kept:
+            return
+        el = _sub(m_el, "barline", location=location)
+        repeat = next((t.split(":")[1] for t in kept if t.startswith("repeat:")), None)
+        style = {"forward": "heavy-light", "backward": "light-heavy"}.get(repeat or "")
+        if style is None and "barline:double" in kept:
+            style = "light-light"
+        elif style is None and "barline:final" in kept:
+            style = "light-heavy"
+        if style:
+            _sub(el, "bar-style", style)
+        numbers = [t.split(":")[1] for t in kept if t.split(":")[-1].isdigit()]
+        if numbers:
+            endings[:] = [", ".join(numbers)]
+            _sub(el, "ending", number=endings[0], type="start")
+        for kind in ("stop", "discontinue"):
+            if f"ending:{kind}" in kept:
+                _sub(el, "ending", number=endings.pop() if endings else "1", type=kind)
+        if repeat:
+            _sub(el, "repeat", direction=repeat)
 
     @staticmethod
     def beam_levels(tokens: list[str], open_levels: set[int]) -> list[tuple[int, str]]:
@@ -830,7 +997,7 @@ class _Writer:
                 _sub(c, "clef-octave-change", entry["octave"])
         return time
 
-    def write_note(self, m_el, item: _Note, quarters, divisions, local, acc: AccidentalState, staves, slurs, beams):
+    def write_note(self, m_el, item: _Note, quarters, divisions, local, acc: AccidentalState, staves, slurs, beams, tuplets):
         if item.voice is not None:
             local["voice"] = item.voice
         if item.staff is not None:
@@ -889,8 +1056,10 @@ class _Writer:
                 _sub(notations, "tied", type=value)
             articulations = ornaments = None
             for token in item.notations:
-                if token.startswith("tuplet:"):
-                    _sub(notations, "tuplet", type=token.split(":")[1])
+                if token == "tuplet:start":
+                    self.start_tuplet(notations, item, tuplets)
+                elif token == "tuplet:stop":
+                    _sub(notations, "tuplet", type="stop", number=tuplets.pop()[0] if tuplets else 1)
                 elif token == "slur:start":
                     number = min(set(range(1, 17)) - set(slurs)) if len(slurs) < 16 else 16
                     slurs.append(number)

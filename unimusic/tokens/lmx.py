@@ -112,9 +112,25 @@ NOTE_SUFFIX_TOKENS = [
     *NOTATION_TOKENS,
 ]
 
+# Barlines (our extension; OLiMPiC drops them): repeats and volta endings change
+# what is played, double and final bars are visible structure. A barline token
+# before the part's first note belongs to the measure's left barline, any later
+# one to its right barline.
+MAX_ENDING = 8
+BARLINE_TOKENS = [
+    "repeat:forward",
+    "repeat:backward",
+    *(f"ending:{n}" for n in range(1, MAX_ENDING + 1)),
+    "ending:stop",
+    "ending:discontinue",
+    "barline:double",
+    "barline:final",
+]
+
 ALL_TOKENS: list[str] = [
     "measure",
     *PART_TOKENS,
+    *BARLINE_TOKENS,
     *KEY_TOKENS,
     *TIME_TOKENS,
     *CLEF_TOKENS,
@@ -128,7 +144,7 @@ ALL_TOKENS: list[str] = [
 ]
 assert len(set(ALL_TOKENS)) == len(ALL_TOKENS), "duplicate LMX tokens"
 
-LMX_VERSION = "1"
+LMX_VERSION = "2"  # 2: barline tokens
 
 
 class LmxCodec:

@@ -12,8 +12,8 @@ from unimusic.roundtrip import lmx_roundtrip
 KNOWN_EXCEPTIONS = {
     "schumann_robert/opus41no1/movement4": "a note without <type> lasting 1483/384 quarters (editor export artefact): "
     "no single written form",
-    "demos/incorrect_time_signature_pv": "voices only: the source's <forward> elements carry voice 6, LMX's forward "
-    "has no voice, so music21 assigns staff 2's notes to no voice (notes, spelling, ties are exact)",
+    "demos/incorrect_time_signature_pv": "voices only: a <forward> in voice 5 right before a <backup> and voice 6 "
+    "on staff 2; LMX's forward has no voice, so music21 assigns those notes to no voice (notes, spelling, ties exact)",
     "haydn/opus74no1/movement2": "ties only: a grace note whose source has a <tied> notation but no <tie>; "
     "music21 reads only <tie>, LMX keeps the tie and writes both (notes and spelling are exact)",
 }

@@ -137,3 +137,24 @@ def test_console_script_subprocess(tmp_path):
     assert "Traceback" not in result.stderr
     ok = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
     assert ok.returncode == 0 and "convert" in ok.stdout
+
+
+def test_engrave_and_piano_roll_pictures(tmp_path, midi_file, capsys):
+    import cv2
+
+    lmx = tmp_path / "c.lmx"
+    assert run_cli("convert", CHORALE, lmx) == 0
+    png = tmp_path / "c.png"
+    assert run_cli("convert", lmx, png) == 0
+    image = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 500
+    ink = (image < 128).mean()
+    assert 0.01 < ink < 0.5, ink  # engraved staves, not a blank or black page
+    svg = tmp_path / "k.svg"
+    assert run_cli("convert", KERN, svg) == 0 and "<svg" in svg.read_text()
+    assert run_cli("convert", CHORALE, tmp_path / "x.png", "--page", "9") == 2
+    assert "--page 9" in capsys.readouterr().err
+    roll = tmp_path / "roll.png"
+    assert run_cli("convert", midi_file, roll) == 0
+    picture = cv2.imread(str(roll))
+    assert picture is not None and picture.shape[1] >= 600

@@ -184,11 +184,41 @@ def cmd_convert(args) -> int:
             _warn(f"{src}: {stats.invalid_tokens} invalid event tokens dropped: {dict(stats.reasons)}")
         notes_to_midi(notes).write(str(dst))
         print(f"{src} -> {dst}: {len(notes)} notes from {len(windows)} windows")
+    elif kind in ("score", "lmx") and out_ext in (".svg", ".png"):
+        from unimusic.render.engrave import engrave_svg_pages, svg_to_png
+
+        if kind == "lmx":
+            xml, stats = delinearize(_lmx_tokens(src, data))
+            if stats.invalid_tokens:
+                _warn(f"{src}: {stats.invalid_tokens} tokens did not fit the LMX grammar: {dict(stats.reasons)} (dropped)")
+        else:
+            xml = musicxml_bytes(src, data)
+        pages = engrave_svg_pages(xml, source=str(src))
+        if not 1 <= args.page <= len(pages):
+            raise InputError(str(src), f"--page {args.page} but the score engraves to {len(pages)} page(s)")
+        svg = pages[args.page - 1]
+        if out_ext == ".svg":
+            dst.write_text(svg)
+        else:
+            dst.write_bytes(svg_to_png(svg))
+        print(f"{src} -> {dst}: page {args.page} of {len(pages)} (Verovio)")
+    elif kind in ("midi", "events") and out_ext == ".png":
+        from unimusic.render.pianoroll import piano_roll_png
+        from unimusic.tokens.midi import notes_from_midi
+
+        if kind == "midi":
+            notes = notes_from_midi(data, name=str(src))
+        else:
+            codec, windows = _read_events(args, src, data)
+            notes, _ = codec.decode(windows)
+        piano_roll_png([(src.name, notes)], dst, title=str(src.name))
+        print(f"{src} -> {dst}: piano roll of {len(notes)} notes")
     else:
         raise InputError(
             f"{src} -> {dst}",
             f"no deterministic conversion from {kind} to {out_ext or 'a file without extension'} "
-            "(available: score->.lmx/.musicxml, .lmx->.musicxml, .mid->.events/.mid, .events->.mid)",
+            "(available: score->.lmx/.musicxml/.svg/.png, .lmx->.musicxml/.svg/.png, "
+            ".mid->.events/.mid/.png, .events->.mid/.png)",
         )
     return 0
 
@@ -295,10 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--window", type=float, default=10.0, help="MIDI event window in seconds (default 10)")
         p.add_argument("--velocity-bins", type=int, default=16, help="MIDI velocity bins (1 = on/off only)")
 
-    p = sub.add_parser("convert", help="deterministic conversion: score->LMX, LMX->MusicXML, MIDI<->event tokens")
+    p = sub.add_parser(
+        "convert", help="deterministic conversion: score->LMX, LMX->MusicXML, MIDI<->event tokens, engraving, piano rolls"
+    )
     p.add_argument("input")
     p.add_argument("output")
     p.add_argument("--strict", action="store_true", help="fail instead of dropping LMX tokens that do not parse")
+    p.add_argument("--page", type=int, default=1, help="page to engrave for .svg/.png output (default 1)")
     midi_options(p)
     p.set_defaults(func=cmd_convert)
 

@@ -150,5 +150,29 @@ def run_demo(*, pieces: int = 24, seed: int = 0, out_dir: Path = Path("artifacts
     lines += [f"| {r.piece} | {r.format} | {r.lmx_tokens} | {r.lmx_notes_exact} | {r.midi_notes} | {r.midi_f1:.3f} |" for r in reports]
     (out_dir / "summary.md").write_text("\n".join(lines) + "\n")
     vocab.save(out_dir / "vocabulary.json")
-    console.print(f"artifacts: {out_dir}/summary.json, {out_dir}/summary.md, {out_dir}/vocabulary.json")
+    pictures = write_pictures(chosen[0], out_dir) if chosen else []
+    console.print(f"artifacts: {out_dir}/summary.json, {out_dir}/summary.md, {out_dir}/vocabulary.json, " + ", ".join(map(str, pictures)))
     return 0
+
+
+def write_pictures(piece, out_dir: Path) -> list[Path]:
+    """For eyeballing: the first piece engraved back from its LMX, and a piano roll
+    of its MIDI against the event codec's decode."""
+    import music21
+
+    from unimusic.music21_corpus import load_musicxml
+    from unimusic.render.engrave import engrave_svg_pages, svg_to_png
+    from unimusic.render.lmx import delinearize, linearize
+    from unimusic.render.pianoroll import piano_roll_png
+    from unimusic.tokens.midi import MidiEventCodec, notes_from_midi
+
+    xml = load_musicxml(piece)
+    restored, _ = delinearize(linearize(xml))
+    engraved = out_dir / "lmx_roundtrip_page1.png"
+    engraved.write_bytes(svg_to_png(engrave_svg_pages(restored)[0]))
+    score = music21.converter.parse(xml, format="musicxml", forceSource=True)
+    notes = notes_from_midi(music21.midi.translate.streamToMidiFile(score).writestr(), name=piece.piece_id)
+    codec = MidiEventCodec()
+    decoded, _ = codec.decode(codec.encode(notes))
+    roll = piano_roll_png([("source MIDI", notes), ("event codec decode", decoded)], out_dir / "midi_roundtrip_pianoroll.png", title=piece.piece_id)
+    return [engraved, roll]

@@ -6,3 +6,40 @@ import os
 
 # Heavy libraries print to stdout on import; keep test output readable.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+# -- S3 and Ray (session scope) -------------------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real ``moto_server`` on 127.0.0.1 for the whole session; yields its endpoint URL.
+
+    While it runs, AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+    AWS_DEFAULT_REGION point at it (restored afterwards). It creates no buckets:
+    tests make their own (unique names) with boto3.
+    """
+    from tests.s3_server import s3_server as _s3_server
+
+    with _s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Ray, started once (2 CPUs, no dashboard) unless already running; shut down at the end.
+
+    Request ``s3_server`` before this fixture when Ray workers need the S3 settings:
+    workers inherit the environment of the moment Ray starts.
+    """
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False)
+        started = True
+    yield ray
+    if started and ray.is_initialized():
+        ray.shutdown()

@@ -313,6 +313,41 @@ def cmd_demo(args) -> int:
     return run_demo(pieces=args.pieces, seed=args.seed, out_dir=Path(args.out), processes=args.processes)
 
 
+def cmd_corpus_build(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.build_corpus import build_corpus
+    from unimusic import config as config_mod
+    from unimusic.corpus import SPLITS, CorpusConfig
+
+    config = config_mod.load(CorpusConfig, args.config, args.overrides)
+    collections = tuple(c for c in (args.collections or "").split(",") if c)
+    manifest = build_corpus(
+        inputs=args.input, out_dir=args.out, config=config, limit=args.limit, collections=collections,
+        concurrency=args.concurrency, num_cpus=args.num_cpus,
+    )
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    table = Table(title=f"corpus {args.out}")
+    for column in ("pieces", "rows", *SPLITS, "shards written", "shards skipped", "MB", "errors", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(manifest["pieces"]), str(manifest["rows"]), *(str(manifest["rows_per_split"][s]) for s in SPLITS),
+        str(manifest["shards_written"]), str(manifest["shards_skipped"]), f"{manifest['bytes'] / 1e6:.1f}",
+        str(manifest["failures"]), str(manifest["seconds"]),
+    )
+    console.print(table)
+    if manifest["failures"]:
+        print(f"{manifest['failures']} input(s) failed and were skipped (listed in {args.out}/manifest.json):")
+        for error in manifest["errors"][:10]:
+            print(f"  {error['path']}: {error['stage']}: {error['message']}")
+    if args.contact_sheet:
+        from unimusic.contact_sheet import write_contact_sheet
+
+        print(f"contact sheet: {write_contact_sheet(args.out, args.contact_sheet, seed=config.seed)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unimusic",
@@ -341,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     midi_options(p)
     p.set_defaults(func=cmd_info)
 
+    corpus = sub.add_parser("corpus", help="multimodal corpus: engrave, synthesize, align per staff system (Ray Data)")
+    corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")
+    p = corpus_sub.add_parser("build", help="build Parquet shards from scores (local, glob, s3:// or 'music21')")
+    p.add_argument("input", help="'music21' (the bundled corpus), a folder, a glob, or an s3:// prefix")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--limit", type=int, default=None, help="at most this many scores (spread over the input)")
+    p.add_argument("--collections", default="", help="music21 collections, comma-separated (e.g. bach,palestrina)")
+    p.add_argument("--config", default=None, help="YAML file with CorpusConfig values")
+    p.add_argument("--concurrency", type=int, default=None, help="shard builders (default: the cluster's CPUs)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("--contact-sheet", default=None, help="write a PNG of random systems with their LMX engraved back")
+    p.set_defaults(func=cmd_corpus_build, overrides=[], takes_overrides=True)
+    p.epilog = "Config overrides follow as key=value, e.g. seed=3 synth.augment=false pieces_per_shard=8."
+
     p = sub.add_parser("demo", help="the main job on the embedded default (for now: every codec over corpus pieces)")
     p.add_argument("--pieces", type=int, default=24)
     p.add_argument("--seed", type=int, default=0)
@@ -352,7 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # key=value words anywhere on the line are config overrides, for commands that take them
+    overrides = [word for word in extra if "=" in word and not word.startswith("-")]
+    unknown = [word for word in extra if word not in overrides]
+    if unknown or (overrides and not getattr(args, "takes_overrides", False)):
+        parser.error(f"unrecognized arguments: {' '.join(unknown or overrides)}")
+    if overrides:
+        args.overrides = overrides
     if getattr(args, "window", 10.0) <= 0 or getattr(args, "velocity_bins", 1) < 1:
         _err("--window must be > 0 and --velocity-bins >= 1")
         return EXIT_INPUT

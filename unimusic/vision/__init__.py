@@ -1,0 +1,1 @@
+"""Score images: staff systems on pages (OpenCV) and the one crop normalization."""

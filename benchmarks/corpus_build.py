@@ -17,7 +17,7 @@ import time
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pieces", type=int, default=12)
+    parser.add_argument("--pieces", type=int, default=40)
     parser.add_argument("--collections", default="bach,ryansMammoth,essenFolksong,oneills1850")
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

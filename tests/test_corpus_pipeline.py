@@ -73,6 +73,10 @@ def test_bad_inputs_are_recorded_and_skipped(small_corpus):
     assert all(e["stage"] and e["message"] for e in failed.values())
     on_disk = json.loads((Path(small_corpus["out"]) / "manifest.json").read_text())
     assert on_disk["failures"] == len(small_corpus["bad"])
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(small_corpus["out"]) / "errors.parquet").to_pylist()
+    assert sorted(Path(e["path"]).name for e in table) == sorted(failed)
 
 
 def test_manifest_checksums_match_files(small_corpus):

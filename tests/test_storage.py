@@ -221,7 +221,7 @@ def test_local_filesystem_and_atomic_failure(tmp_path, monkeypatch):
 
     fs, p = storage.filesystem(str(tmp_path / "x" / ".." / "y.parquet"))
     assert isinstance(fs, pafs.LocalFileSystem) and p == str(tmp_path / "y.parquet")
-    rel_fs, rel = storage.filesystem("relative/name.txt")
+    _, rel = storage.filesystem("relative/name.txt")
     assert rel == os.path.abspath("relative/name.txt")
     assert storage.filesystem("file://" + str(tmp_path))[1] == str(tmp_path)
 

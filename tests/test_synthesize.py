@@ -466,3 +466,4 @@ def test_corpus_sample_transcribes_back(tmp_path):
     scores = [r[2] for r in results]
     assert np.median(scores) >= 0.6
     assert min(scores) >= 0.3, results
+    assert all(r[4] < r[2] for r in results), results  # a 0.5 s shifted reference always fits worse

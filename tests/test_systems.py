@@ -105,7 +105,7 @@ def check_piece_geometry(rel: str, ep: EngravedPiece, crop: CropConfig = CropCon
     assert measures == list(range(n)), f"{rel}: systems do not cover every measure once, in order"
     assert [s.index for s in ep.systems] == list(range(len(ep.systems)))
     assert [s.page for s in ep.systems] == sorted(s.page for s in ep.systems)
-    heights = []
+    heights, offsets = [], []
     for s in ep.systems:
         h, w = s.image.shape
         assert s.image.dtype == np.uint8
@@ -116,9 +116,21 @@ def check_piece_geometry(rel: str, ep: EngravedPiece, crop: CropConfig = CropCon
         for x0, x1 in s.measure_x:
             assert previous_end <= x0 < x1 <= w, (rel, s.index, s.measure_x)
             previous_end = x1
-        found, _ = staff_heights(s.image, s.measure_x[0][0], s.measure_x[-1][1])
+        found, staves = staff_heights(s.image, s.measure_x[0][0], s.measure_x[-1][1])
         assert found, (rel, s.index)
         assert all(abs(f - crop.staff_height_px) <= 1.0 for f in found), (rel, s.index, found)
+        # Measure boundaries sit on barlines: a column dark across every staff
+        # within 8 px (repeat signs and left barlines of the next measure sit a few px off).
+        for st in staves:
+            band = s.image[int(np.floor(st[0])) : int(np.ceil(st[-1])) + 1]
+            dark_cols = np.flatnonzero((band < 240).mean(axis=0) >= 0.8)
+            for _, x1 in s.measure_x[:-1]:
+                near = dark_cols[np.abs(dark_cols + 0.5 - x1) <= 8]
+                assert near.size, (rel, s.index, x1)
+                offsets.append(float(np.min(np.abs(near + 0.5 - x1))))
+    # ...and most of them exactly: a plain barline straddles the boundary column.
+    if offsets:
+        assert np.median(offsets) <= 1.0, (rel, sorted(offsets))
     return heights
 
 
@@ -306,6 +318,27 @@ def test_every_font_draws_its_own_glyphs():
     assert len(set(glyphs.values())) == len(FONTS)
     with pytest.raises(InputError):
         EngraveOptions(font="Comic Sans").verovio()
+
+
+def test_stripped_bounding_boxes_render_like_plain_svg():
+    """Geometry comes from an SVG with Verovio's bounding boxes; stripped, it must draw
+    exactly what the plain SVG draws (same layout, no extra marks)."""
+    import verovio
+
+    from unimusic.render.engrave import svg_to_gray
+    from unimusic.render.systems import _BBOX
+
+    xml = load_musicxml(CorpusPiece("joplin/maple_leaf_rag.mxl")).decode()
+    svgs = []
+    for boxes in (False, True):
+        tk = verovio.toolkit()
+        tk.setOptions({**EngraveOptions().verovio(), "svgBoundingBoxes": boxes})
+        assert tk.loadData(xml)
+        svgs.append(tk.renderToSVG(2))
+    assert "bounding-box" in svgs[1]
+    stripped = _BBOX.sub("", svgs[1])
+    assert "bounding-box" not in stripped
+    assert np.array_equal(svg_to_gray(stripped, scale=0.5), svg_to_gray(svgs[0], scale=0.5))
 
 
 def test_bad_input():

@@ -413,4 +413,17 @@ def write_manifest(out_dir: str, results: Iterable[ShardResult], config: CorpusC
         "errors": errors,
     }
     storage.write_bytes(storage.join(out_dir, "manifest.json"), json.dumps(manifest, indent=1).encode())
+    storage.write_bytes(storage.join(out_dir, "errors.parquet"), _errors_table(errors))
     return manifest
+
+
+def _errors_table(errors: list[dict]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pylist(
+        errors, schema=pa.schema([("path", pa.string()), ("stage", pa.string()), ("message", pa.string())])
+    )
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()

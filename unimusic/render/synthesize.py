@@ -518,8 +518,8 @@ def reverb_ir(sample_rate: int) -> np.ndarray:
         n = int(_REVERB_SECONDS * sample_rate)
         t = np.arange(n) / sample_rate
         noise = rng.standard_normal(n)
-        # Brighter early, darker late: a one-pole low-pass whose cutoff falls over time
-        # is approximated by mixing white and smoothed noise.
+        # Brighter early, darker late: white noise crossfades into low-passed noise
+        # (an 8-sample moving average, rescaled to unit variance).
         smooth = np.convolve(noise, np.ones(8) / 8, mode="same")
         mix = np.clip(t / _REVERB_SECONDS, 0, 1)
         body = (1 - mix) * noise + mix * smooth * math.sqrt(8)

@@ -6,21 +6,32 @@ Facts about Verovio 6.4.1 this module relies on (each checked by tests/test_syst
   viewBox="0 0 VW VH">`` > ``<g class="page-margin" transform="translate(tx, ty)">`` >
   ``<g class="system">`` > (``<g class="ending">`` >) ``<g class="measure">`` >
   ``<g class="staff">`` whose direct ``<path d="Mx1 y Lx2 y">`` children are that
-  measure's staff lines. Coordinates are in viewBox units (10 per Verovio unit;
-  a staff space is 2 MEI units = 180 at unit 9); W = pageWidth * scale/100, so at
-  scale 40 one viewBox unit is 0.04 px. The inner viewBox is fitted into W x H with
+  measure's staff lines. ViewBox units are tenths of the layout units (pageWidth
+  2100 -> viewBox width 21000; a staff space is 180, i.e. 2 MEI units of 90);
+  W = pageWidth * scale/100, so at scale 40 one viewBox unit is 0.04 px. The inner viewBox is fitted into W x H with
   SVG's default ``xMidYMid meet`` (H is rounded up, leaving a sub-pixel offset).
 * ``svgAdditionalAttribute: ["measure@n"]`` writes ``data-n`` on each measure group;
   after renumbering the MusicXML 1..N, n-1 is the measure index.
 * ``svgBoundingBoxes`` adds ``<g class="... bounding-box"><rect/></g>`` to every
   element; their union over a system is its content extent (notes above/below the
   staff, lyrics, dynamics, measure numbers). The groups are stripped before
-  rasterizing (cairosvg would otherwise be asked to draw "transparent" rects).
+  rasterizing; the stripped SVG draws exactly the pixels of a plain render.
 * ``renderToTimemap({"includeMeasures": True, "includeRests": True})`` lists events in
   playback order with ``tstamp`` in ms; each measure start carries ``measureOn``. Repeats
   are expanded: the second pass of a measure has id ``<id>-rend2`` (``-rend3``...), and
   volta endings are taken in order (1st ending on the first pass, 2nd on the next).
+  A D.C. is followed too, without repeats on the second pass (mozart/k80/movement4:
+  "Da Capo ma senza replicarlo"), where music21's expandRepeats() repeats again.
   ``renderToMIDI`` plays that same expanded timeline (same onsets, same tempo).
+* Verovio's boxes are mostly right but a few are stale: a tie or slur continued
+  across a system break can keep a box on the neighbouring system. Crops are
+  therefore split between systems on blank rows of the raster (near the middle of
+  the gap between the content boxes, ties/slurs left out) and keep all ink of
+  their own rows; rows of a neighbour are painted white. The pages carry no
+  title or footer (header/footer "none"), so every ink pixel belongs to a system.
+
+Repeats are expanded (the corpus rule in DESIGN.md): ``playback`` lists every
+played measure with its own span, so a system played twice has two time spans.
 """
 
 from __future__ import annotations
@@ -51,7 +62,8 @@ _BBOX = re.compile(r'<g id="bbox-[^"]*"[^>]*?(?:/>|>(?:(?!<g\b).)*?</g>)', re.DO
 _REND = re.compile(r"-rend\d+$")
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: arrays have no single truth value, so field-wise == would raise.
+@dataclasses.dataclass(frozen=True, eq=False)
 class EngravedSystem:
     index: int  # system index in reading order across pages (0-based)
     page: int  # 1-based page
@@ -70,7 +82,7 @@ class MeasurePlayback:
     end: float
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class EngravedPiece:
     systems: tuple[EngravedSystem, ...]
     playback: tuple[MeasurePlayback, ...]
@@ -83,9 +95,9 @@ class EngravedPiece:
 @dataclasses.dataclass
 class _System:
     page: int
-    line_top: float  # page px (before rasterization scale)
+    line_top: float  # px at raster scale 1 (the SVG's own px)
     line_bottom: float
-    staff_height: float  # viewBox units, median over the system's staves
+    staff_height: float  # px at raster scale 1, median over the system's staves
     rects: list[tuple[float, float, float, float]]  # Verovio's bounding boxes (x0, y0, x1, y1), page px (scale 1)
     staff_x: tuple[float, float]
     measures: list[tuple[int, str, float, float]]  # (n, id, x0, x1), x in page px (scale 1)
@@ -183,9 +195,8 @@ def _window(gray: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
 
 
 def _content(sy: _System, k: float, above: float, below: float) -> tuple[float, float, float, float]:
-    """The system's content box in raster px: staff lines plus Verovio's boxes that lie
-    between the neighbouring systems' staff lines (a few boxes are stale, e.g. a tie
-    continued on another page keeps its first position)."""
+    """The system's content box in raster px: staff lines plus those of Verovio's boxes
+    that lie between the neighbouring systems' staff lines (a stale box elsewhere is ignored)."""
     x0, x1 = sy.staff_x[0] * k, sy.staff_x[1] * k
     y0, y1 = sy.line_top * k, sy.line_bottom * k
     for rx0, ry0, rx1, ry1 in sy.rects:
@@ -306,8 +317,10 @@ def engrave_piece(xml: bytes, *, options: EngraveOptions, crop: CropConfig = Cro
         if "bounding-box" in clean:
             raise InputError(source, "could not strip Verovio's bounding boxes from the SVG")
         gray = svg_to_gray(clean, scale=k)
+        gray.flags.writeable = False  # frozen results: arrays are read-only too
         pages.append(gray)
         for sy, image, measure_x, box in _cut_page(gray, page_systems, k, crop):
+            image.flags.writeable = False
             systems.append(
                 EngravedSystem(
                     index=len(systems),

@@ -154,14 +154,13 @@ def planted_bad_files(folder) -> list:
 def check_row_lmx_matches_source(rows: list[dict]) -> None:
     """Each row's LMX, delinearized, has the notes of the source measures it claims
     (music21 judges both), and Verovio engraves it."""
-    import verovio
-
+    from unimusic.render.engrave import new_toolkit
     from unimusic.render.lmx import delinearize
     from unimusic.roundtrip import score_facts
     from unimusic.scores import musicxml_bytes
     from unimusic.tokens.lmx import LmxCodec
 
-    toolkit = verovio.toolkit()
+    toolkit = new_toolkit()
     codec = LmxCodec()
     sources: dict[str, dict] = {}
     for row in rows:

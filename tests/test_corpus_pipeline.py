@@ -216,6 +216,9 @@ def test_cli_corpus_build_prints_summary_and_errors(tmp_path, ray_session, capsy
     assert "4 input(s) failed" in out and sheet.exists()
     assert main(["corpus", "build", str(inputs), "--out", str(tmp_path / "c"), "no_such_key=1"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+    assert main(["corpus", "build", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("unimusic: error: ") and "missing" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

@@ -85,7 +85,7 @@ def engrave_svg_pages(xml: bytes | str, *, options: EngraveOptions = EngraveOpti
     import verovio
 
     text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
-    toolkit = verovio.toolkit()
+    toolkit = new_toolkit()
     toolkit.setOptions(options.verovio())
     if not toolkit.loadData(text):
         raise InputError(source, "Verovio could not load the MusicXML")
@@ -128,3 +128,12 @@ def svg_to_gray(svg: str, *, scale: float = 1.0):
     if gray is None:  # pragma: no cover - cairosvg always writes a PNG
         raise InputError("<svg>", "cairosvg produced no decodable image")
     return gray
+
+
+def new_toolkit():
+    """A Verovio toolkit that reports errors only: its warnings (e.g. a slur left
+    open at the end of a system slice) are expected here and drown real output."""
+    import verovio
+
+    verovio.enableLog(verovio.LOG_ERROR)
+    return verovio.toolkit()

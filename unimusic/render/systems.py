@@ -44,7 +44,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 
 from unimusic.errors import InputError
-from unimusic.render.engrave import EngraveOptions, svg_to_gray
+from unimusic.render.engrave import EngraveOptions, new_toolkit, svg_to_gray
 from unimusic.render.slicing import measure_count, renumber_measures
 from unimusic.vision.normalize import CropConfig, normalize_crop
 
@@ -285,11 +285,9 @@ def engrave_piece(xml: bytes, *, options: EngraveOptions, crop: CropConfig = Cro
     """
     import base64
 
-    import verovio
-
     xml = renumber_measures(xml, source=source)
     n_measures = measure_count(xml, source=source)
-    toolkit = verovio.toolkit()
+    toolkit = new_toolkit()
     settings = options.verovio()
     # No title/credits above the first system, no page footer: pages hold systems only.
     settings.update(header="none", footer="none", svgAdditionalAttribute=["measure@n"], svgBoundingBoxes=True)

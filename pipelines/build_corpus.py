@@ -110,8 +110,15 @@ def build_corpus(
         num_cpus=1,
         **forwarded_env(),
     )
+    # One shard in flight per builder: a shard takes seconds to minutes, so a
+    # queue in front of a busy actor would only leave the other actors idle at the end.
+    context = ray.data.DataContext.get_current()
+    previous, context.max_tasks_in_flight_per_actor = context.max_tasks_in_flight_per_actor, 1
     t0 = time.perf_counter()
-    results = [ShardResult(**json.loads(r["result"])) for r in ds.iter_rows()]
+    try:
+        results = [ShardResult(**json.loads(r["result"])) for r in ds.iter_rows()]
+    finally:
+        context.max_tasks_in_flight_per_actor = previous
     manifest = write_manifest(out_dir, results, config, inputs=inputs)
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
     manifest["shards_skipped"] = sum(r.skipped for r in results)

@@ -213,7 +213,7 @@ def load_midi(midi: MidiInput, *, name: str | None = None) -> "pretty_midi.Prett
     """
     import pretty_midi
 
-    from unimusic.tokens.midi import _read_midi  # one reader for the whole project
+    from unimusic.tokens.midi import read_midi  # one reader for the whole project
 
     if isinstance(midi, pretty_midi.PrettyMIDI):
         return midi
@@ -234,7 +234,7 @@ def load_midi(midi: MidiInput, *, name: str | None = None) -> "pretty_midi.Prett
         raise InputError(label, "MIDI file is empty")
     if not data.startswith(b"MThd"):
         raise InputError(label, "not a MIDI file (no MThd header)")
-    return _read_midi(data, label)
+    return read_midi(data, label)
 
 
 def apply_augmentation(midi: MidiInput, aug: Augmentation) -> "pretty_midi.PrettyMIDI":

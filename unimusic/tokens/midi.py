@@ -662,7 +662,7 @@ def notes_from_midi(source, *, name: str | None = None) -> list[Note]:
             raise InputError(label, "file is empty")
         if not data.startswith(b"MThd"):
             raise InputError(label, "not a MIDI file (no MThd header)")
-        pm = _read_midi(data, label)
+        pm = read_midi(data, label)
     notes = []
     for inst in pm.instruments:
         for n in inst.notes:
@@ -680,7 +680,9 @@ def notes_from_midi(source, *, name: str | None = None) -> list[Note]:
     return notes
 
 
-def _read_midi(data: bytes, label: str) -> "pretty_midi.PrettyMIDI":
+def read_midi(data: bytes, label: str) -> "pretty_midi.PrettyMIDI":
+    """MIDI bytes as a ``PrettyMIDI`` (the project's one MIDI reader: it also reads
+    long high-resolution files pretty_midi alone refuses); errors name ``label``."""
     import mido
     import pretty_midi
 

@@ -24,7 +24,7 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
     from pipelines.build_corpus import build_corpus, init_ray
-    from unimusic.corpus import CorpusConfig, build_piece_rows, resolve_inputs
+    from unimusic.corpus import CorpusConfig, resolve_inputs, rows_for_source
 
     collections = tuple(args.collections.split(","))
     sources = resolve_inputs("music21", limit=args.pieces, collections=collections)
@@ -34,7 +34,7 @@ def main() -> None:
     systems = 0
     for source in sources:
         with open(source, "rb") as fh:
-            systems += len(build_piece_rows(source, fh.read(), config))
+            systems += len(rows_for_source(source, fh.read(), config)[0])
     plain = time.perf_counter() - t0
 
     init_ray(num_cpus=2)

@@ -62,6 +62,15 @@ def test_rows_are_complete_and_leak_free(small_corpus):
     assert {Path(r["source"]).suffix for r in bwv277} == {".krn", ".mxl"}
     assert len({r["work_id"] for r in bwv277}) == 1 and len({r["split"] for r in bwv277}) == 1
     assert any(r["occurrence"] > 0 for r in rows), "the repeated tune gave no second pass"
+    # Four-part chorales also give grand-staff piano rows, in the same split as their score.
+    from unimusic.tokens.lmx import LmxCodec
+
+    piano = [r for r in rows if r["variant"] == "piano-reduction"]
+    assert {r["piece_id"].rsplit("#", 1)[0] for r in piano} >= {r["source"] for r in rows if "bwv66.6" in r["source"]}
+    staff2 = LmxCodec().encode(["staff:2"])[0]
+    assert all(staff2 in r["lmx"] for r in piano)
+    score_split = {r["work_id"]: r["split"] for r in rows if r["variant"] == "score"}
+    assert all(score_split[r["work_id"]] == r["split"] for r in piano)
     for row in rows:
         check_row_media(row)
 

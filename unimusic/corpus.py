@@ -4,8 +4,12 @@ A row holds the aligned quadruple of one system: the engraved crop (PNG), its
 LMX ids, its MIDI event windows and notes, and its synthesized audio (FLAC),
 with the time span and per-measure x-ranges and time spans. This module is the
 per-piece work and the shard bookkeeping; ``pipelines/build_corpus.py`` runs it
-on Ray Data. The plain loop over :func:`build_piece_rows` is the same work
+on Ray Data. The plain loop over :func:`rows_for_source` is the same work
 without Ray (the benchmark's baseline).
+
+With ``piano_reductions`` (the default), every four-part score also yields the
+rows of its grand-staff piano reduction (``variant`` "piano-reduction", piece id
+``<id>#piano``, same work and split).
 
 Repeats are *expanded*: Verovio's playback timeline plays repeated measures
 again, so a system that is played twice gives two rows (``occurrence`` 0 and 1)
@@ -38,6 +42,9 @@ SPLITS = ("train", "val", "test")
 class CorpusConfig:
     seed: int = 0
     pieces_per_shard: int = 4
+    # Also engrave and synthesize a grand-staff piano reduction of every
+    # four-part score (chorales, quartets): piano music is scarce in the corpus.
+    piano_reductions: bool = True
     val_fraction: float = 0.05
     test_fraction: float = 0.05
     crop: CropConfig = CropConfig()
@@ -159,6 +166,7 @@ def row_schema():
     return pa.schema(
         [
             ("piece_id", pa.string()),
+            ("variant", pa.string()),
             ("work_id", pa.string()),
             ("source", pa.string()),
             ("system", pa.int32()),
@@ -210,8 +218,12 @@ def _quantize(t: float, steps_per_second: int) -> float:
     return round(t * steps_per_second) / steps_per_second
 
 
-def build_piece_rows(source: str, data: bytes, config: CorpusConfig) -> list[dict]:
-    """Every row of one score (strict: a problem raises InputError naming the stage)."""
+VARIANTS = ("score", "piano-reduction")
+
+
+def build_piece_rows(source: str, data: bytes, config: CorpusConfig, *, variant: str = "score") -> list[dict]:
+    """Every row of one score, or of its piano reduction (``variant``; no rows when
+    the score has no reduction). Strict: a problem raises InputError naming the stage."""
     import cv2
 
     from unimusic.render.engrave import engrave_options_for
@@ -232,9 +244,18 @@ def build_piece_rows(source: str, data: bytes, config: CorpusConfig) -> list[dic
             raise InputError(source, f"{name}: {type(exc).__name__}: {exc}") from None
 
     piece = piece_id_of(source)
-    work = work_id(source)
+    work = work_id(source)  # a reduction stays with its work, so in its split
     split = split_of(work, val_fraction=config.val_fraction, test_fraction=config.test_fraction)
     xml = stage("parse", musicxml_bytes, Path(source).name if "://" in source else source, data)
+    if variant == "piano-reduction":
+        from unimusic.render.reduction import piano_reduction
+
+        xml = stage("piano-reduction", piano_reduction, xml, source=source)
+        if xml is None:
+            return []
+        piece = f"{piece}#piano"
+    elif variant != "score":
+        raise InputError(source, f"unknown variant {variant!r} (have {', '.join(VARIANTS)})")
     stage("linearize", linearize, xml, source=source)  # fail early on unrepresentable scores
     options = engrave_options_for(piece, seed=config.seed)
     engraved = stage("engrave", engrave_piece, xml, options=options, crop=config.crop, source=source)
@@ -252,7 +273,7 @@ def build_piece_rows(source: str, data: bytes, config: CorpusConfig) -> list[dic
     window = config.midi.window_seconds
     scale = 1.0 / aug.tempo_scale
     common = {
-        "piece_id": piece, "work_id": work, "source": source, "split": split,
+        "piece_id": piece, "variant": variant, "work_id": work, "source": source, "split": split,
         "engraving": json.dumps(dataclasses.asdict(options), sort_keys=True),
         "augmentation": json.dumps(dataclasses.asdict(aug), sort_keys=True),
         "lmx_codec": json.dumps({"name": lmx_codec.name, "version": lmx_codec.version, "hash": lmx_codec.hash}),
@@ -322,6 +343,28 @@ def notes_from_row_windows(row: dict, codec) -> tuple[list, object]:
     return [n for n in clipped if n.end > n.start], stats
 
 
+def rows_for_source(source: str, data: bytes, config: CorpusConfig) -> tuple[list[dict], list[dict]]:
+    """Rows of a score and (if configured) of its piano reduction, and the errors
+    (path, stage, message). A failed reduction never costs the score's own rows."""
+    def as_error(exc: InputError) -> dict:
+        stage_name, _, message = exc.problem.partition(": ")
+        return {"path": source, "stage": stage_name if message else "read", "message": message or exc.problem}
+
+    try:
+        rows = build_piece_rows(source, data, config)
+    except InputError as exc:
+        return [], [as_error(exc)]
+    errors = []
+    if config.piano_reductions:
+        try:
+            rows += build_piece_rows(source, data, config, variant="piano-reduction")
+        except InputError as exc:
+            error = as_error(exc)
+            error["stage"] = f"piano-reduction/{error['stage']}"
+            errors.append(error)
+    return rows, errors
+
+
 @dataclasses.dataclass
 class ShardResult:
     shard: str
@@ -352,15 +395,14 @@ def build_shard(spec: ShardSpec, out_dir: str, config: CorpusConfig) -> ShardRes
     for source in spec.sources:
         try:
             data = storage.read_bytes(source)
-            piece_rows = build_piece_rows(source, data, config)
         except InputError as exc:
-            stage_name, _, message = exc.problem.partition(": ")
-            if not message:
-                stage_name, message = "read", exc.problem
-            result.errors.append({"path": source, "stage": stage_name, "message": message})
+            result.errors.append({"path": source, "stage": "read", "message": exc.problem})
             continue
-        rows.extend(piece_rows)
-        result.pieces += 1
+        piece_rows, errors = rows_for_source(source, data, config)
+        result.errors.extend(errors)
+        if piece_rows:
+            rows.extend(piece_rows)
+            result.pieces += 1
     table = pa.Table.from_pylist(rows, schema=row_schema())
     meta = {
         b"unimusic": json.dumps(

@@ -36,6 +36,7 @@ import io
 import math
 import numbers
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Sequence
 
@@ -689,7 +690,11 @@ def read_midi(data: bytes, label: str) -> "pretty_midi.PrettyMIDI":
     try:
         mf = mido.MidiFile(file=io.BytesIO(data))
         _fit_ticks(mf, label)
-        return pretty_midi.PrettyMIDI(mido_object=mf)
+        with warnings.catch_warnings():
+            # Verovio writes tempo/key events on every track; pretty_midi warns on
+            # each such (valid, type-1) file and reads it correctly.
+            warnings.filterwarnings("ignore", message="Tempo, Key or Time signature change events", category=RuntimeWarning)
+            return pretty_midi.PrettyMIDI(mido_object=mf)
     except InputError:
         raise
     except Exception as exc:  # mido/pretty_midi raise EOFError, OSError, ValueError, KeyError...

@@ -96,30 +96,22 @@ def build_corpus(
     storage.makedirs(out_dir)
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = max(1, min(concurrency or cpus, len(shards)))
-    # One shard in flight per builder: a shard takes seconds to minutes, so a
-    # queue in front of a busy actor would only leave the other actors idle at
-    # the end. (A dataset copies the context when it is created: set it first.)
-    context = ray.data.DataContext.get_current()
-    previous, context.max_tasks_in_flight_per_actor = context.max_tasks_in_flight_per_actor, 1
     t0 = time.perf_counter()
-    try:
-        # Biggest shards first: the last shard to finish is then a small one, so
-        # workers are not left idle behind one long piece (names stay deterministic).
-        ordered = sorted(shards, key=lambda s: -_input_bytes(s.sources))
-        ds = ray.data.from_items(
-            [{"name": s.name, "sources": list(s.sources)} for s in ordered], override_num_blocks=len(shards)
-        )
-        ds = ds.map_batches(
-            ShardBuilder,
-            fn_constructor_kwargs={"out_dir": out_dir, "config": dataclasses.asdict(config)},
-            batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
-            num_cpus=1,
-            **forwarded_env(),
-        )
-        results = [ShardResult(**json.loads(r["result"])) for r in ds.iter_rows()]
-    finally:
-        context.max_tasks_in_flight_per_actor = previous
+    # Biggest shards first: the last shard to finish is then a small one, so
+    # workers are not left idle behind one long piece (names stay deterministic).
+    ordered = sorted(shards, key=lambda s: -_input_bytes(s.sources))
+    ds = ray.data.from_items(
+        [{"name": s.name, "sources": list(s.sources)} for s in ordered], override_num_blocks=len(shards)
+    )
+    ds = ds.map_batches(
+        ShardBuilder,
+        fn_constructor_kwargs={"out_dir": out_dir, "config": dataclasses.asdict(config)},
+        batch_size=1,
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        num_cpus=1,
+        **forwarded_env(),
+    )
+    results = [ShardResult(**json.loads(r["result"])) for r in ds.iter_rows()]
     manifest = write_manifest(out_dir, results, config, inputs=inputs)
     manifest["seconds"] = round(time.perf_counter() - t0, 2)
     manifest["shards_skipped"] = sum(r.skipped for r in results)

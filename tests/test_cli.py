@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import music21
-import pretty_midi
 import pytest
 
 from unimusic.cli import main

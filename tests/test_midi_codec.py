@@ -680,7 +680,7 @@ def test_notes_from_midi_sources(tmp_path):
     assert notes_from_midi(pretty_midi.PrettyMIDI(io.BytesIO(data))) == from_path
     with pytest.raises(InputError, match="no such file"):
         notes_from_midi(tmp_path / "missing.mid")
-    with pytest.raises(InputError, match="expected a path, bytes or PrettyMIDI"):
+    with pytest.raises(InputError, match="expected MIDI bytes, a path or a PrettyMIDI"):
         notes_from_midi(42)
 
 

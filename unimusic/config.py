@@ -8,7 +8,6 @@ values of the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
@@ -81,10 +80,6 @@ def from_dict(cls: type[T], data: dict, *, prefix: str = "") -> T:
         raise InputError(f"config key {prefix}{unknown[0]!r}", f"unknown (known: {', '.join(sorted(names))})")
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in data.items()}
     return cls(**kwargs)
-
-
-def to_dict(obj) -> dict:
-    return json.loads(json.dumps(dataclasses.asdict(obj)))
 
 
 def apply_overrides(obj: T, overrides: Iterable[str]) -> T:

@@ -21,6 +21,7 @@ the second pass).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -63,6 +64,7 @@ class CorpusConfig:
         return content_hash({"config": dataclasses.asdict(self), "code": __version__, "vocab": vocabulary_hash(self)})
 
 
+@functools.lru_cache(maxsize=8)
 def vocabulary_hash(config: CorpusConfig) -> str:
     from unimusic.tokens.vocabulary import Vocabulary, VocabularyConfig
 

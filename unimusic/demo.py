@@ -49,6 +49,7 @@ def process_piece(piece) -> PieceReport:
 
     t0 = time.perf_counter()
     report = PieceReport(piece.piece_id, piece.kind)
+    vocab = Vocabulary()
     try:
         xml = load_musicxml(piece)
         rt = lmx_roundtrip(piece.piece_id, xml)
@@ -63,7 +64,6 @@ def process_piece(piece) -> PieceReport:
             report.lmx_all_facts_exact = not rt.differences
             report.lmx_differences = ", ".join(sorted(rt.differences))
             report.lmx_canonical = rt.canonical
-            vocab = Vocabulary()
             ids = vocab.lmx.encode(tokens)
             back, invalid = vocab.from_model(vocab.to_model("lmx", ids), "lmx")
             report.vocab_roundtrip = back == ids and invalid == 0
@@ -71,7 +71,7 @@ def process_piece(piece) -> PieceReport:
         score = music21.converter.parse(xml, format="musicxml", forceSource=True)
         midi_bytes = music21.midi.translate.streamToMidiFile(score).writestr()
         notes = notes_from_midi(midi_bytes, name=piece.piece_id)
-        codec = Vocabulary().midi
+        codec = vocab.midi
         windows = codec.encode(notes)
         decoded, _ = codec.decode(windows)
         report.midi_notes = len(notes)

@@ -82,8 +82,6 @@ def engrave_options_for(piece_id: str, *, seed: int = 0) -> EngraveOptions:
 
 def engrave_svg_pages(xml: bytes | str, *, options: EngraveOptions = EngraveOptions(), source: str = "<musicxml>") -> list[str]:
     """One SVG string per page."""
-    import verovio
-
     text = xml.decode("utf-8") if isinstance(xml, bytes) else xml
     toolkit = new_toolkit()
     toolkit.setOptions(options.verovio())

@@ -20,7 +20,7 @@ import math
 import xml.etree.ElementTree as ET
 from collections import Counter
 from fractions import Fraction
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from unimusic.errors import InputError
 from unimusic.tokens import lmx as V
@@ -1098,8 +1098,3 @@ def delinearize(tokens: Iterable[str] | str) -> tuple[str, DecodeStats]:
     writer = _Writer(parser.measures, stats)
     return writer.write(), stats
 
-
-def roundtrip_tokens(tokens: Sequence[str]) -> list[str]:
-    """LMX(delinearize(tokens)): a stream is canonical when this returns it unchanged."""
-    xml, _ = delinearize(tokens)
-    return linearize(xml)

@@ -112,14 +112,13 @@ def piano_reduction(xml: bytes | str, *, source: str = "<musicxml>") -> bytes | 
                 ET.SubElement(clef, "line").text = line
         if len(attrs) == 0:
             measure.remove(attrs)
+        previous_position = 0  # where the previous part's content ended in this measure
         for k in range(4):
             scale = common // divisions[k][index]
             position = 0
-            if k:
-                backup = previous_position
-                if backup > 0:
-                    el = ET.SubElement(measure, "backup")
-                    ET.SubElement(el, "duration").text = str(backup)
+            if previous_position > 0:
+                el = ET.SubElement(measure, "backup")
+                ET.SubElement(el, "duration").text = str(previous_position)
             for el in measures[k][index]:
                 if el.tag not in ("note", "backup", "forward"):
                     continue

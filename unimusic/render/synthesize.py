@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Union
 import numpy as np
 
 from unimusic.errors import InputError
+from unimusic.tokens.midi import load_midi  # the project's one MIDI loader
 
 if TYPE_CHECKING:  # imported lazily: importing this module stays cheap
     import pretty_midi
@@ -204,37 +205,6 @@ def draw_augmentation(piece_id: str, *, seed: int = 0, config: SynthConfig = Syn
     velocity = rng.uniform(*config.velocity_range)
     reverb = rng.uniform(*config.reverb_range)
     return Augmentation(soundfont=soundfont, tempo_scale=tempo, velocity_scale=velocity, reverb=reverb)
-
-
-def load_midi(midi: MidiInput, *, name: str | None = None) -> "pretty_midi.PrettyMIDI":
-    """A ``PrettyMIDI`` from bytes, a path or a ``PrettyMIDI`` (returned as is).
-
-    Missing, empty or unreadable input raises ``InputError`` naming it.
-    """
-    import pretty_midi
-
-    from unimusic.tokens.midi import read_midi  # one reader for the whole project
-
-    if isinstance(midi, pretty_midi.PrettyMIDI):
-        return midi
-    if isinstance(midi, (bytes, bytearray, memoryview)):
-        label = name or "<MIDI bytes>"
-        data = bytes(midi)
-    elif isinstance(midi, (str, os.PathLike)):
-        label = name or os.fspath(midi)
-        p = Path(midi)
-        if not p.exists():
-            raise InputError(label, "no such file")
-        if p.is_dir():
-            raise InputError(label, "is a directory, expected a MIDI file")
-        data = p.read_bytes()
-    else:
-        raise InputError(name or repr(midi)[:80], f"expected MIDI bytes, a path or a PrettyMIDI, got {type(midi).__name__}")
-    if not data:
-        raise InputError(label, "MIDI file is empty")
-    if not data.startswith(b"MThd"):
-        raise InputError(label, "not a MIDI file (no MThd header)")
-    return read_midi(data, label)
 
 
 def apply_augmentation(midi: MidiInput, aug: Augmentation) -> "pretty_midi.PrettyMIDI":

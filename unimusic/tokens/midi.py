@@ -635,35 +635,40 @@ def _count(ids) -> int:
 # -- MIDI files ------------------------------------------------------------------
 
 
-def notes_from_midi(source, *, name: str | None = None) -> list[Note]:
-    """Every note of a MIDI file: ``source`` is a path, bytes, or a ``PrettyMIDI``.
+def load_midi(source, *, name: str | None = None) -> "pretty_midi.PrettyMIDI":
+    """A ``PrettyMIDI`` from bytes, a path, or a ``PrettyMIDI`` (returned as is).
 
     A missing, empty, truncated or non-MIDI input raises ``InputError`` naming it
-    (``name`` overrides the name used for bytes).
+    (``name`` overrides the name used in errors).
     """
     import pretty_midi
 
     if isinstance(source, pretty_midi.PrettyMIDI):
-        pm = source
+        return source
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name or "<MIDI bytes>"
+        data = bytes(source)
+    elif isinstance(source, (str, os.PathLike)):
+        label = name or os.fspath(source)
+        path = Path(source)
+        if not path.exists():
+            raise InputError(label, "no such file")
+        if path.is_dir():
+            raise InputError(label, "is a directory, expected a MIDI file")
+        data = path.read_bytes()
     else:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            label = name or "<MIDI bytes>"
-            data = bytes(source)
-        elif isinstance(source, (str, os.PathLike)):
-            label = name or str(source)
-            path = Path(source)
-            if not path.exists():
-                raise InputError(label, "no such file")
-            if path.is_dir():
-                raise InputError(label, "is a directory, expected a MIDI file")
-            data = path.read_bytes()
-        else:
-            raise InputError(name or repr(source), f"expected a path, bytes or PrettyMIDI, got {type(source).__name__}")
-        if not data:
-            raise InputError(label, "file is empty")
-        if not data.startswith(b"MThd"):
-            raise InputError(label, "not a MIDI file (no MThd header)")
-        pm = read_midi(data, label)
+        raise InputError(name or repr(source)[:80], f"expected MIDI bytes, a path or a PrettyMIDI, got {type(source).__name__}")
+    if not data:
+        raise InputError(label, "file is empty")
+    if not data.startswith(b"MThd"):
+        raise InputError(label, "not a MIDI file (no MThd header)")
+    return read_midi(data, label)
+
+
+def notes_from_midi(source, *, name: str | None = None) -> list[Note]:
+    """Every note of a MIDI file: ``source`` is a path, bytes, or a ``PrettyMIDI``
+    (bad input raises ``InputError``, see :func:`load_midi`)."""
+    pm = load_midi(source, name=name)
     notes = []
     for inst in pm.instruments:
         for n in inst.notes:

@@ -348,6 +348,60 @@ def cmd_corpus_build(args) -> int:
     return 0
 
 
+def cmd_videos_ingest(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.ingest_videos import ingest_videos
+    from unimusic import config as config_mod
+    from unimusic.video.ingest import VideoConfig
+
+    config = config_mod.load(VideoConfig, args.config, args.overrides)
+    manifest = ingest_videos(
+        inputs=args.input, out_dir=args.out, config=config, metadata_csv=args.metadata, limit=args.limit,
+        concurrency=args.concurrency, num_cpus=args.num_cpus,
+    )
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    table = Table(title=f"videos {args.out}")
+    for column in ("videos", "failed", "video s", "slides", "kept", "systems", "kept ", "skipped", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(manifest["videos"]), str(manifest["videos_failed"]), f"{manifest['video_seconds']:.0f}",
+        str(manifest["slides"]), str(manifest["slides_kept"]), str(manifest["systems"]), str(manifest["systems_kept"]),
+        str(manifest["shards_skipped"]), str(manifest["seconds"]),
+    )
+    console.print(table)
+    drops = manifest["dropped"]
+    print("dropped by filter: " + ", ".join(
+        f"{kind}.{name}={n}" for kind in ("videos", "slides", "systems") for name, n in drops[kind].items() if n
+    ) or "dropped by filter: none")
+    if manifest["failures"]:
+        print(f"{manifest['failures']} video(s) failed and were skipped (listed in {args.out}/manifest.json):")
+        for error in manifest["errors"][:10]:
+            print(f"  {error['path']}: {error['stage']}: {error['message']}")
+    return 0
+
+
+def cmd_videos_make_test(args) -> int:
+    from tqdm import tqdm
+
+    from unimusic.video.synthetic import make_broken_files, make_video, standard_specs
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = standard_specs(args.count, seed=args.seed)
+    made = []
+    for i, spec in enumerate(tqdm(specs, desc="videos", unit="video")):
+        path = out / f"video{i:03d}.{spec.container}"
+        make_video(spec, str(path))
+        made.append(path)
+    if args.broken and made:
+        broken = make_broken_files(str(out / "broken"), from_video=str(made[0]))
+        print(f"{len(broken)} broken files in {out / 'broken'}")
+    print(f"{len(made)} videos with .truth.json files in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unimusic",
@@ -389,6 +443,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contact-sheet", default=None, help="write a PNG of random systems with their LMX engraved back")
     p.set_defaults(func=cmd_corpus_build, overrides=[], takes_overrides=True)
     p.epilog = "Config overrides follow as key=value, e.g. seed=3 synth.augment=false pieces_per_shard=8."
+
+    videos = sub.add_parser("videos", help="score-following videos: slides, staff systems, audio spans (Ray Data)")
+    videos_sub = videos.add_subparsers(dest="videos_command", required=True, metavar="COMMAND")
+    p = videos_sub.add_parser("ingest", help="segment videos into (system images, audio segment) Parquet shards")
+    p.add_argument("input", help="a video file, a folder, a glob, or an s3:// prefix")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--metadata", default=None, help="CSV with id,title,composer,instrumentation (id = file name stem)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many videos")
+    p.add_argument("--config", default=None, help="YAML file with VideoConfig values")
+    p.add_argument("--concurrency", type=int, default=None, help="video workers (default: the cluster's CPUs)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.set_defaults(func=cmd_videos_ingest, overrides=[], takes_overrides=True)
+    p = videos_sub.add_parser("make-test", help="generate score-following test videos with ground truth")
+    p.add_argument("--out", required=True)
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--broken", action="store_true", help="also write corrupt/truncated/audio-less/non-video files")
+    p.set_defaults(func=cmd_videos_make_test)
 
     p = sub.add_parser("demo", help="the main job on the embedded default (for now: every codec over corpus pieces)")
     p.add_argument("--pieces", type=int, default=24)

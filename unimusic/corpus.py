@@ -457,11 +457,12 @@ def write_manifest(out_dir: str, results: Iterable[ShardResult], config: CorpusC
         "errors": errors,
     }
     storage.write_bytes(storage.join(out_dir, "manifest.json"), json.dumps(manifest, indent=1).encode())
-    storage.write_bytes(storage.join(out_dir, "errors.parquet"), _errors_table(errors))
+    storage.write_bytes(storage.join(out_dir, "errors.parquet"), errors_table(errors))
     return manifest
 
 
-def _errors_table(errors: list[dict]) -> bytes:
+def errors_table(errors: list[dict]) -> bytes:
+    """The errors of a run as Parquet bytes (path, stage, message): one row per failed input or stage."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

@@ -36,8 +36,9 @@ class SlideConfig:
     change_fraction: float = 0.001  # fraction of thumbnail pixels changed -> a different picture
     min_static_seconds: float = 0.5  # shorter stable runs are part of a transition
     # Full-resolution frames come at image_fps (a divisor of sample_fps keeps the grids
-    # aligned); a static section of min_static_seconds always holds at least two.
-    image_fps: float = 5.0
+    # aligned); a static section of min_static_seconds holds at least one. Piping full
+    # frames costs: 5 per second took 1.5x the CPU of 2.5 per second (benchmarks/video_ingest.py).
+    image_fps: float = 2.5
     keep_frames: int = 8  # full-resolution candidates kept per run for the middle frame
 
     def __post_init__(self):
@@ -53,6 +54,9 @@ class SlideConfig:
             raise InputError("slide config 'min_static_seconds'", "must be >= 0")
         if not 0 < self.image_fps <= self.sample_fps:
             raise InputError("slide config 'image_fps'", f"must be in (0, sample_fps], got {self.image_fps!r}")
+        if self.image_fps * self.min_static_seconds < 1 - 1e-9:
+            raise InputError("slide config 'image_fps'", "a static section of min_static_seconds must hold a full frame: "
+                             f"need image_fps >= 1 / min_static_seconds, got {self.image_fps!r}")
         if self.keep_frames < 1:
             raise InputError("slide config 'keep_frames'", "must be >= 1")
 

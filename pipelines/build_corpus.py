@@ -51,7 +51,7 @@ def forwarded_env() -> dict:
     return {"runtime_env": {"env_vars": env}} if env else {}
 
 
-def _input_bytes(sources) -> int:
+def input_bytes(sources) -> int:
     total = 0
     for source in sources:
         try:
@@ -99,7 +99,7 @@ def build_corpus(
     t0 = time.perf_counter()
     # Biggest shards first: the last shard to finish is then a small one, so
     # workers are not left idle behind one long piece (names stay deterministic).
-    ordered = sorted(shards, key=lambda s: -_input_bytes(s.sources))
+    ordered = sorted(shards, key=lambda s: -input_bytes(s.sources))
     ds = ray.data.from_items(
         [{"name": s.name, "sources": list(s.sources)} for s in ordered], override_num_blocks=len(shards)
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from pipelines.build_corpus import forwarded_env, init_ray
+from pipelines.build_corpus import input_bytes, forwarded_env, init_ray
 from unimusic.video.ingest import VideoConfig, VideoShardResult, ingest_video, read_metadata, resolve_videos, video_id_of, write_manifest
 
 
@@ -38,15 +38,6 @@ class VideoIngester:
             result = ingest_video(source, self.out_dir, config=self.config, metadata=self.metadata.get(video_id_of(source)))
             out["result"].append(json.dumps(dataclasses.asdict(result)))
         return out
-
-
-def _size(path: str) -> int:
-    import os
-
-    try:
-        return os.path.getsize(path) if "://" not in path else 0
-    except OSError:
-        return 0
 
 
 def ingest_videos(
@@ -73,7 +64,7 @@ def ingest_videos(
     cpus = int(ray.cluster_resources().get("CPU", 1))
     workers = max(1, min(concurrency or cpus, len(sources)))
     t0 = time.perf_counter()
-    ordered = sorted(sources, key=lambda s: -_size(s))  # longest first: no straggler at the end
+    ordered = sorted(sources, key=lambda s: -input_bytes([s]))  # longest first: no straggler at the end
     ds = ray.data.from_items([{"source": s} for s in ordered], override_num_blocks=len(ordered))
     ds = ds.map_batches(
         VideoIngester,

@@ -145,6 +145,9 @@ def test_presets_and_builder():
     assert all(isinstance(v, (int, float, tuple)) for v in kwargs.values())
     model = RQVAE(**kwargs)
     assert model.patch == 16
+    base = build_rqvae(PRESETS["base"]).eval()
+    assert 5e6 < sum(p.numel() for p in base.parameters()) < 5e7
+    assert base.encode(torch.full((1, 32, 48), 255, dtype=torch.uint8)).shape == (1, 4, 2, 3)
     with pytest.raises(InputError):
         rqvae_kwargs({"channels": (8,)})
 
@@ -369,10 +372,10 @@ def test_weights_helpers_are_generic(tmp_path):
 
     state = {"a.weight": torch.arange(6.0).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}
     state["alias"] = state["a.weight"][0]  # shared storage is copied, not refused
-    save_weights(state, {"kind": "audio_codec", "format_version": 3, "config": CodecConfig(), "step": 7}, tmp_path / "c")
+    save_weights(state, {"kind": "audio_codec", "format_version": 3, "config": CodecConfig(), "step": 7, "f1": np.float32(0.5)}, tmp_path / "c")
     loaded, meta = load_weights(tmp_path / "c", kind="audio_codec", format_version=3, expected_config=CodecConfig())
     assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
-    assert meta["step"] == 7 and meta["config"] == {"rate": 24000, "bands": [1, 2]}
+    assert meta["step"] == 7 and meta["f1"] == 0.5 and meta["config"] == {"rate": 24000, "bands": [1, 2]}
     with pytest.raises(InputError, match="rate"):
         load_weights(tmp_path / "c", kind="audio_codec", format_version=3, expected_config=CodecConfig(rate=16000))
     with pytest.raises(InputError, match="kind"):

@@ -46,8 +46,14 @@ def plain_config(config: Any, *, source: str = "config") -> Any:
     """``config`` as plain JSON data (dataclass -> dict, tuples -> lists); InputError if not JSON-able."""
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         config = dataclasses.asdict(config)
+
+    def scalar(obj):  # numpy / torch scalars (metrics) as plain numbers
+        if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+            return obj.item()
+        raise TypeError(f"{type(obj).__name__} is not JSON data")
+
     try:
-        return json.loads(json.dumps(config, sort_keys=True, allow_nan=False))
+        return json.loads(json.dumps(config, sort_keys=True, allow_nan=False, default=scalar))
     except (TypeError, ValueError) as exc:
         raise InputError(source, f"config is not plain JSON data: {exc}") from None
 
@@ -70,6 +76,7 @@ def _write_atomic(path: Path, write) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # safetensors creates its file owner-only
         os.replace(tmp, path)
     finally:
         if tmp.exists():

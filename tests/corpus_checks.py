@@ -110,24 +110,12 @@ def f1(matches: int, n_ref: int, n_est: int) -> float:
 
 def basic_pitch_f1(row: dict) -> float:
     """Onset F1 of basic-pitch's transcription of the row audio against the row MIDI."""
-    import soundfile as sf
-
-    from unimusic.metrics import note_f1
+    from unimusic.judge import onset_f1, transcribe
     from unimusic.render.synthesize import decode_audio
     from unimusic.tokens.midi import Note
 
     audio, sr = decode_audio(row["audio_flac"])
-    import tempfile
-
-    from basic_pitch import ICASSP_2022_MODEL_PATH
-    from basic_pitch.inference import predict
-
-    with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
-        sf.write(tmp.name, audio, sr)
-        _, midi, _ = predict(tmp.name, ICASSP_2022_MODEL_PATH)
-    est = [Note(start=n.start, end=max(n.end, n.start + 0.01), pitch=n.pitch) for i in midi.instruments for n in i.notes]
-    ref = [Note(start=n["start"], end=n["end"], pitch=n["pitch"]) for n in row["notes"] if not n["is_drum"]]
-    return note_f1(ref, est, onset_tolerance=0.05)["f1"]
+    return onset_f1([Note(**n) for n in row["notes"]], transcribe(audio, sr), onset_tolerance=0.05)
 
 
 def planted_bad_files(folder) -> list:

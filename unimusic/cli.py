@@ -348,6 +348,56 @@ def cmd_corpus_build(args) -> int:
     return 0
 
 
+def cmd_corpus_tokenize(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.tokenize import tokenize_corpus
+    from unimusic.models.shipped import shipped_path
+    from unimusic.tokenize import read_corpus_manifest
+
+    read_corpus_manifest(args.input)  # a bad SRC is reported before any missing default weights
+    def weights(flag: str | None, off: bool, modality: str):
+        if off:
+            if flag:
+                raise InputError(f"--{modality}-weights", f"given together with --no-{modality}")
+            return None
+        return flag or shipped_path(modality)
+
+    image = weights(args.image_weights, args.no_image, "image")
+    audio = weights(args.audio_weights, args.no_audio, "audio")
+    if image is None and audio is None:
+        raise InputError("--no-image --no-audio", "nothing to do: at least one tokenizer is needed")
+    manifest = tokenize_corpus(
+        corpus_dir=args.input, out_dir=args.out, image_weights=image, audio_weights=audio,
+        concurrency=args.concurrency, num_cpus=args.num_cpus,
+    )
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    table = Table(title=f"tokenized corpus {args.out}")
+    for column in ("rows", "input rows", "audio s", "shards written", "shards skipped", "MB", "errors", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        str(manifest["rows"]), str(manifest["input_rows"]), f"{manifest['audio_seconds']:.0f}",
+        str(manifest["shards_written"]), str(manifest["shards_skipped"]), f"{manifest['bytes'] / 1e6:.1f}",
+        str(manifest["failures"]), str(manifest["seconds"]),
+    )
+    console.print(table)
+    tokenizers = manifest["tokenizers"]
+    print("tokenizers: " + ", ".join(
+        f"{m} {tokenizers[m]['hash']} ({tokenizers[m]['weights']})" if tokenizers[m] else f"{m} none"
+        for m in ("image", "audio")
+    ))
+    if manifest["failures"]:
+        print(f"{manifest['failures']} row(s)/shard(s) failed and were left out (listed in {args.out}/manifest.json):")
+        for error in manifest["errors"][:10]:
+            print(f"  {error['path']}: {error['stage']}: {error['message']}")
+    if manifest["other_shard_files"]:
+        _warn(f"{args.out}/shards also holds {manifest['other_shard_files']} shard file(s) of other tokenizers; "
+              "the manifest lists only this run's")
+    print(f"tokenized shards in {args.out} (shard set {manifest['tokset']}, manifest {args.out.rstrip('/')}/manifest.json)")
+    return 0
+
+
 def cmd_videos_ingest(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -379,6 +429,42 @@ def cmd_videos_ingest(args) -> int:
         print(f"{manifest['failures']} video(s) failed and were skipped (listed in {args.out}/manifest.json):")
         for error in manifest["errors"][:10]:
             print(f"  {error['path']}: {error['stage']}: {error['message']}")
+    return 0
+
+
+def cmd_train_tokenizer(args) -> int:
+    from unimusic import config as config_mod
+
+    if args.modality == "image":
+        from pipelines.train_rqvae import JOB_PRESETS, train_rqvae as train
+    else:
+        from pipelines.train_codec import JOB_PRESETS, train_codec as train
+    from pipelines.train_common import RunConfig
+
+    if args.preset not in JOB_PRESETS:
+        raise InputError(f"--preset {args.preset}", f"unknown; expected one of {', '.join(JOB_PRESETS)}")
+    job = JOB_PRESETS[args.preset]
+    job = config_mod.load(type(job), args.config, args.overrides, base=job)
+    name = args.name or f"{args.modality}-{args.preset}"
+    run = RunConfig(name=name, storage_path=args.storage, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
+                    use_gpu=args.gpu)
+    export = args.export or os.path.join("exports", name)
+    os.makedirs(os.path.dirname(os.path.abspath(export)), exist_ok=True)
+    print(f"training {args.modality} tokenizer: run {name!r} in {args.storage} ({job.steps} steps; rerun to resume)")
+    if args.modality == "image":
+        summary = train(corpus_dir=args.corpus, run=run, job=job, export=export, picture=export + ".png", num_cpus=args.num_cpus)
+    else:
+        summary = train(corpus_dir=args.corpus, run=run, job=job, export=export, report_dir=export + "-report",
+                        num_cpus=args.num_cpus)
+    exported = summary["export"]
+    print(f"trained {summary['final'].get('step')} steps in {summary['seconds']} s; checkpoint {summary['checkpoint']}")
+    print(f"weights: {exported['weights']} (+ {exported['meta']})")
+    shown = {k: v for k, v in exported.items() if isinstance(v, (int, float, list)) and k not in ("weights", "meta")}
+    print("held-out: " + json.dumps(shown))
+    if exported.get("picture"):
+        print(f"picture: {exported['picture']}")
+    if exported.get("report_dir"):
+        print(f"report: {exported['report_dir']} (spectrogram.png, original.wav, reconstruction.wav)")
     return 0
 
 
@@ -443,6 +529,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contact-sheet", default=None, help="write a PNG of random systems with their LMX engraved back")
     p.set_defaults(func=cmd_corpus_build, overrides=[], takes_overrides=True)
     p.epilog = "Config overrides follow as key=value, e.g. seed=3 synth.augment=false pieces_per_shard=8."
+    p = corpus_sub.add_parser("tokenize", help="add image (RQ-VAE) and audio (DAC) codes to a corpus: a new shard set")
+    p.add_argument("input", help="a built corpus folder or s3:// prefix (with manifest.json)")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix")
+    p.add_argument("--image-weights", default=None, help="RQ-VAE weights (default: the shipped rqvae-tiny)")
+    p.add_argument("--audio-weights", default=None, help="audio codec weights (default: the shipped codec-tiny)")
+    p.add_argument("--no-image", action="store_true", help="no image codes (their columns stay null)")
+    p.add_argument("--no-audio", action="store_true", help="no audio codes (their columns stay null)")
+    p.add_argument("--concurrency", type=int, default=None, help="tokenizer actors (default: the cluster's CPUs)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.set_defaults(func=cmd_corpus_tokenize)
 
     videos = sub.add_parser("videos", help="score-following videos: slides, staff systems, audio spans (Ray Data)")
     videos_sub = videos.add_subparsers(dest="videos_command", required=True, metavar="COMMAND")
@@ -461,6 +557,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--broken", action="store_true", help="also write corrupt/truncated/audio-less/non-video files")
     p.set_defaults(func=cmd_videos_make_test)
+
+    p = sub.add_parser("train-tokenizer", help="train the score-image RQ-VAE or the audio codec (Ray Train; resumable)")
+    p.add_argument("modality", choices=("image", "audio"), help="image: RQ-VAE on system crops; audio: DAC codec")
+    p.add_argument("--corpus", default="artifacts/corpus", help="corpus folder or s3:// prefix (default artifacts/corpus)")
+    p.add_argument("--preset", default="tiny", help="job preset: smoke, tiny, shipped (the shipped weights' recipe)")
+    p.add_argument("--config", default=None, help="YAML file with job values (over the preset)")
+    p.add_argument("--name", default=None, help="run name (default MODALITY-PRESET); the same name resumes")
+    p.add_argument("--storage", default="runs", help="checkpoint storage: folder or s3:// prefix (default runs/)")
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (data parallel)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker")
+    p.add_argument("--export", default=None, help="write the final weights here (.safetensors + .json; default exports/NAME)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.set_defaults(func=cmd_train_tokenizer, overrides=[], takes_overrides=True)
+    p.epilog = "Job overrides follow as key=value, e.g. steps=500 lr=1e-3 model.codebook_size=512."
 
     p = sub.add_parser("demo", help="the main job on the embedded default (for now: every codec over corpus pieces)")
     p.add_argument("--pieces", type=int, default=24)

@@ -110,9 +110,9 @@ def _parse_scalar(text: str):
         return text
 
 
-def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> T:
-    """Defaults of ``cls``, then the YAML file (if any), then the overrides."""
-    obj = cls()
+def load(cls: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), *, base: T | None = None) -> T:
+    """Defaults of ``cls`` (or ``base``, e.g. a named preset), then the YAML file (if any), then the overrides."""
+    obj = cls() if base is None else base
     if path is not None:
         import yaml
 

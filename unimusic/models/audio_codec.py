@@ -676,6 +676,7 @@ class CodecTrainer:
 
     ``adversarial_start``: steps before it train the generator on mel + VQ losses
     only (the discriminator is neither run nor updated), a cheap warm-up.
+    ``gradient_sync(module)`` runs after each backward (data-parallel averaging).
     ``state_dict()`` holds only tensors and plain data: ``torch.save`` it and read it
     back with ``torch.load(weights_only=True)``.
     """
@@ -692,6 +693,7 @@ class CodecTrainer:
         grad_clip_generator: float = 1e3,
         grad_clip_discriminator: float = 10.0,
         adversarial_start: int = 0,
+        gradient_sync=None,
     ):
         import torch
 
@@ -727,6 +729,8 @@ class CodecTrainer:
         self.grad_clip_generator = float(grad_clip_generator)
         self.grad_clip_discriminator = float(grad_clip_discriminator)
         self.adversarial_start = int(adversarial_start)
+        # Called as gradient_sync(module) after each backward (e.g. averaging over data-parallel workers).
+        self.gradient_sync = gradient_sync
         self.step_count = 0
 
     def _check_batch(self, batch):
@@ -765,6 +769,8 @@ class CodecTrainer:
             losses["adv/disc_loss"] = self.gan_loss.discriminator_loss(recons, signal)
             self.optimizer_d.zero_grad(set_to_none=True)
             losses["adv/disc_loss"].backward()
+            if self.gradient_sync is not None:
+                self.gradient_sync(d)
             losses["other/grad_norm_d"] = torch.nn.utils.clip_grad_norm_(
                 d.parameters(), self.grad_clip_discriminator
             )
@@ -791,6 +797,8 @@ class CodecTrainer:
         losses["loss"] = total
         self.optimizer_g.zero_grad(set_to_none=True)
         total.backward()
+        if self.gradient_sync is not None:
+            self.gradient_sync(g)
         losses["other/grad_norm"] = torch.nn.utils.clip_grad_norm_(g.parameters(), self.grad_clip_generator)
         self.optimizer_g.step()
         self.scheduler_g.step()

@@ -141,7 +141,8 @@ def check_resume(run: RunConfig, job_config: dict) -> int:
     if not records:
         return 0
     saved = json.loads(storage.read_bytes(records[-1]))
-    if saved != json.loads(json.dumps(job_config)):
+    job_config = json.loads(json.dumps(job_config))  # tuples -> lists, as saved
+    if saved != job_config:
         changed = sorted(k for k in set(saved) | set(job_config) if saved.get(k) != job_config.get(k))
         raise InputError(
             f"run {run.name!r} in {run.storage_path}",

@@ -86,7 +86,7 @@ def test_rqvae_job_learns_and_survives_a_killed_worker(train_corpus, tmp_path):
     np.testing.assert_allclose(state["losses"], losses, rtol=1e-5)
 
     # A rerun of a finished run resumes at its end; the same name with another recipe is refused.
-    with pytest.raises(InputError, match="steps"):
+    with pytest.raises(InputError, match=r"differs in steps\)"):
         train_rqvae(corpus_dir=train_corpus, run=RunConfig(name="whole", storage_path=str(runs), cpus_per_worker=0.5),
                     job=dataclasses.replace(job, steps=41))
 

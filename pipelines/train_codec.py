@@ -25,6 +25,7 @@ import time
 
 from pipelines.train_common import (
     RunConfig,
+    ResumableBatches,
     allreduce_gradients,
     load_checkpoint_state,
     read_split,
@@ -145,7 +146,6 @@ def train_loop(config: dict) -> None:
     import numpy as np
     import ray.train
     import torch
-    import torch.distributed as dist
 
     from unimusic.config import from_dict
     from unimusic.models.audio_codec import AudioCodec, CodecTrainer, build_codec
@@ -160,17 +160,14 @@ def train_loop(config: dict) -> None:
         model, lr=job.lr, lr_gamma=job.lr_gamma, discriminator_kwargs=DISCRIMINATORS[job.discriminator],
         adversarial_start=job.adversarial_start, gradient_sync=allreduce_gradients,
     )
-    positions = [(0, 0)] * world
+    saved_positions = None
     history: list[float] = []  # per-step mel loss since step 0 (kept in checkpoints)
     state = load_checkpoint_state(ray.train.get_checkpoint())
     if state is not None:
         trainer.load_state_dict(state["trainer"])
-        positions = [tuple(p) for p in state["positions"]]
+        saved_positions = state["positions"]
         history = list(state["losses"])
         set_rng_state(state["rng"])
-        if len(positions) != world:
-            positions = [(max(p[0] for p in positions) + 1, 0)] * world
-    epoch, offset = positions[rank]
     shard = ray.train.get_dataset_shard("train")
     held_out = None
     if rank == 0:
@@ -185,28 +182,14 @@ def train_loop(config: dict) -> None:
     recent: list[dict] = []
     started = time.perf_counter()
 
-    def batches():
-        nonlocal epoch, offset
-        while True:
-            produced = 0
-            for i, batch in enumerate(epoch_batches(shard, job=job, epoch=epoch, rank=rank)):
-                produced += 1
-                if i < offset:
-                    continue
-                offset = i + 1
-                yield batch
-            if produced == 0:
-                raise InputError("corpus", f"worker {rank} got no training windows (too few train rows?)")
-            epoch, offset = epoch + 1, 0
-
-    stream = batches()
+    stream = ResumableBatches(lambda e: epoch_batches(shard, job=job, epoch=e, rank=rank), saved=saved_positions, rank=rank, world=world)
     while trainer.step_count < job.steps:
         losses = trainer.step(next(stream))
         step = trainer.step_count
         recent.append(losses)
         history.append(losses["mel/loss"])
         window = recent[-job.log_every :]
-        metrics = {"step": step, "epoch": epoch, "seconds": round(time.perf_counter() - started, 1),
+        metrics = {"step": step, "epoch": stream.epoch, "seconds": round(time.perf_counter() - started, 1),
                    "lr": losses["other/learning_rate"], "adversarial": "adv/disc_loss" in losses}
         for key in ("loss", "mel/loss", "waveform/loss", "adv/disc_loss", "adv/gen_loss", "vq/commitment_loss"):
             values = [r[key] for r in window if key in r]
@@ -217,13 +200,8 @@ def train_loop(config: dict) -> None:
         if rank == 0 and report_every(step, job.log_every, job.steps):
             print(json.dumps(metrics), flush=True)
         if report_every(step, job.checkpoint_every, job.steps) or step == job.steps:
-            if world > 1:
-                positions = [None] * world
-                dist.all_gather_object(positions, (epoch, offset))
-            else:
-                positions = [(epoch, offset)]
             save_checkpoint(
-                {"trainer": trainer.state_dict(), "positions": [list(p) for p in positions], "rng": rng_state(),
+                {"trainer": trainer.state_dict(), "positions": stream.positions(), "rng": rng_state(),
                  "losses": history},
                 metrics,
                 job_config=config["job"],

@@ -127,19 +127,19 @@ def load_checkpoint_state(checkpoint) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def check_resume(run: RunConfig, job_config: dict) -> int:
+def check_resume(run: RunConfig, job_config: dict) -> None:
     """Refuse to resume a run whose checkpoints were written under another job config (a silent mix of
-    two recipes); returns how many checkpoints the run already has (0: a fresh run)."""
+    two recipes)."""
     import json
 
     from unimusic import storage
 
     folder = storage.join(run.storage_path, run.name)
     if not storage.exists(folder):
-        return 0
+        return
     records = sorted(f for f in storage.list_files(folder, suffixes=(".json",)) if f.rsplit("/", 1)[-1] == JOB_FILE)
     if not records:
-        return 0
+        return
     saved = json.loads(storage.read_bytes(records[-1]))
     job_config = json.loads(json.dumps(job_config))  # tuples -> lists, as saved
     if saved != job_config:
@@ -149,7 +149,6 @@ def check_resume(run: RunConfig, job_config: dict) -> int:
             f"its checkpoints were written with another job config (differs in {', '.join(changed)}); "
             "use a new run name, or the same settings to resume",
         )
-    return len(records)
 
 
 def rng_state() -> dict:
@@ -162,6 +161,50 @@ def set_rng_state(state: dict) -> None:
     import torch
 
     torch.set_rng_state(state["torch"])
+
+
+class ResumableBatches:
+    """Endless batches from ``make_epoch(epoch)`` (a generator for one epoch), epoch after epoch,
+    keeping this worker's data position (epoch, batches consumed in it) for checkpoints.
+
+    ``saved`` is the per-worker positions list of the checkpoint resumed from (None: a fresh
+    run). Its batches already consumed in the current epoch are regenerated and skipped, so the
+    data continues exactly; with another worker count the run restarts at the next epoch.
+    """
+
+    def __init__(self, make_epoch, *, saved: list | None, rank: int, world: int):
+        self.make_epoch, self.rank, self.world = make_epoch, rank, world
+        positions = [tuple(p) for p in saved] if saved else [(0, 0)] * world
+        if len(positions) != world:
+            positions = [(max(p[0] for p in positions) + 1, 0)] * world
+        self.epoch, self.offset = positions[rank]
+        self._stream = self._batches()
+
+    def _batches(self):
+        while True:
+            produced = 0
+            for i, batch in enumerate(self.make_epoch(self.epoch)):
+                produced += 1
+                if i < self.offset:
+                    continue  # consumed before the checkpoint this run resumed from
+                self.offset = i + 1
+                yield batch
+            if produced == 0:
+                raise InputError("corpus", f"worker {self.rank} got no training windows (too few train rows?)")
+            self.epoch, self.offset = self.epoch + 1, 0
+
+    def __next__(self):
+        return next(self._stream)
+
+    def positions(self) -> list[list[int]]:
+        """Every worker's (epoch, offset), gathered (a collective call when there are several workers)."""
+        import torch.distributed as dist
+
+        if self.world == 1:
+            return [[self.epoch, self.offset]]
+        gathered = [None] * self.world
+        dist.all_gather_object(gathered, (self.epoch, self.offset))
+        return [list(p) for p in gathered]
 
 
 def allreduce_gradients(*modules) -> None:
@@ -197,10 +240,8 @@ def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsp
     resources = {"CPU": run.cpus_per_worker}
     if run.use_gpu:
         resources["GPU"] = 1
-    env = forwarded_env().get("runtime_env", {}).get("env_vars", {})
-    if env:
-        os.environ.update(env)  # Train workers inherit the driver's job environment
-    resumed_from = check_resume(run, loop_config["job"])
+    env = forwarded_env().get("runtime_env", {}).get("env_vars", {})  # storage settings for the workers
+    check_resume(run, loop_config["job"])
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
@@ -222,5 +263,4 @@ def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsp
     if result.error is not None:
         raise RuntimeError(f"training run {run.name!r} failed: {result.error}") from result.error
     result.seconds = round(time.perf_counter() - t0, 1)
-    result.resumed = resumed_from > 0
     return result

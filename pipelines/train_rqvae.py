@@ -23,6 +23,7 @@ import time
 
 from pipelines.train_common import (
     RunConfig,
+    ResumableBatches,
     allreduce_gradients,
     learning_rate,
     load_checkpoint_state,
@@ -152,7 +153,6 @@ def train_loop(config: dict) -> None:
     import numpy as np
     import ray.train
     import torch
-    import torch.distributed as dist
 
     from unimusic.config import from_dict
     from unimusic.models.rqvae import build_rqvae
@@ -164,18 +164,15 @@ def train_loop(config: dict) -> None:
     torch.manual_seed(job.seed)  # same initial weights on every worker
     model = build_rqvae(job.model).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=job.lr, betas=(0.9, 0.99), weight_decay=0.0)
-    step, positions = 0, [(0, 0)] * world
+    step, saved_positions = 0, None
     history: list[float] = []  # this worker's per-step reconstruction loss since step 0 (kept in checkpoints)
     state = load_checkpoint_state(ray.train.get_checkpoint())
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        step, positions = int(state["step"]), [tuple(p) for p in state["positions"]]
+        step, saved_positions = int(state["step"]), state["positions"]
         history = list(state["losses"])
         set_rng_state(state["rng"])
-        if len(positions) != world:  # another worker count: data positions restart at epoch boundaries
-            positions = [(max(p[0] for p in positions) + 1, 0)] * world
-    epoch, offset = positions[rank]
     shard = ray.train.get_dataset_shard("train")
     held_out = None
     if rank == 0:
@@ -183,21 +180,7 @@ def train_loop(config: dict) -> None:
     recent: list[float] = []
     started = time.perf_counter()
 
-    def batches():
-        nonlocal epoch, offset
-        while True:
-            produced = 0
-            for i, batch in enumerate(epoch_batches(shard, job=job, epoch=epoch, rank=rank)):
-                produced += 1
-                if i < offset:
-                    continue  # consumed before the checkpoint this run resumed from
-                offset = i + 1
-                yield batch
-            if produced == 0:
-                raise InputError("corpus", f"worker {rank} got no training windows (too few train rows?)")
-            epoch, offset = epoch + 1, 0
-
-    stream = batches()
+    stream = ResumableBatches(lambda e: epoch_batches(shard, job=job, epoch=e, rank=rank), saved=saved_positions, rank=rank, world=world)
     while step < job.steps:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, base=job.lr, warmup=job.warmup_steps, total=job.steps, floor=job.lr_floor)
@@ -211,7 +194,7 @@ def train_loop(config: dict) -> None:
         recent.append(float(out.recon_loss))
         history.append(recent[-1])
         metrics = {
-            "step": step, "epoch": epoch, "seconds": round(time.perf_counter() - started, 1), "recon_loss": float(np.mean(recent[-job.log_every :])),
+            "step": step, "epoch": stream.epoch, "seconds": round(time.perf_counter() - started, 1), "recon_loss": float(np.mean(recent[-job.log_every :])),
             "commit_loss": float(out.commit_loss), "lr": optimizer.param_groups[0]["lr"],
             "perplexity": [round(float(p), 1) for p in out.perplexity],
         }
@@ -220,14 +203,9 @@ def train_loop(config: dict) -> None:
         if report_every(step, job.log_every, job.steps) and rank == 0:
             print(json.dumps(metrics), flush=True)
         if report_every(step, job.checkpoint_every, job.steps) or step == job.steps:
-            if world > 1:
-                positions = [None] * world
-                dist.all_gather_object(positions, (epoch, offset))
-            else:
-                positions = [(epoch, offset)]
             save_checkpoint(
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                 "positions": [list(p) for p in positions], "rng": rng_state(), "losses": history},
+                 "positions": stream.positions(), "rng": rng_state(), "losses": history},
                 metrics,
                 job_config=config["job"],
             )

@@ -382,7 +382,6 @@ class ShardResult:
 def build_shard(spec: ShardSpec, out_dir: str, config: CorpusConfig) -> ShardResult:
     """Build one shard and write it atomically, or report it done if it exists."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from unimusic import storage
 
@@ -412,19 +411,29 @@ def build_shard(spec: ShardSpec, out_dir: str, config: CorpusConfig) -> ShardRes
         ).encode()
     }
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+    write_shard_table(table, parquet_path, result)
+    # The sidecar is written last: a shard counts as done only once both exist.
+    storage.write_bytes(sidecar_path, json.dumps(dataclasses.asdict(result), indent=1).encode())
+    return result
+
+
+def write_shard_table(table, parquet_path: str, result) -> None:
+    """Write ``table`` as zstd Parquet at ``parquet_path`` (folder created) and record its rows, bytes,
+    sha256 and rows per split on ``result`` (any object with those attributes)."""
+    import pyarrow.parquet as pq
+
+    from unimusic import storage
+
     buffer = io.BytesIO()
     pq.write_table(table, buffer, compression="zstd")
     payload = buffer.getvalue()
-    storage.makedirs(storage.join(out_dir, "shards"))
+    storage.makedirs(parquet_path.rsplit("/", 1)[0])
     storage.write_bytes(parquet_path, payload)
     result.rows = table.num_rows
     result.bytes = len(payload)
     result.sha256 = hashlib.sha256(payload).hexdigest()
-    splits = table.column("split").to_pylist()
+    splits = table.column("split").to_pylist() if "split" in table.column_names else []
     result.rows_per_split = {s: splits.count(s) for s in SPLITS if s in splits}
-    # The sidecar is written last: a shard counts as done only once both exist.
-    storage.write_bytes(sidecar_path, json.dumps(dataclasses.asdict(result), indent=1).encode())
-    return result
 
 
 def write_manifest(out_dir: str, results: Iterable[ShardResult], config: CorpusConfig, *, inputs: str) -> dict:

@@ -30,7 +30,6 @@ as an error (path ``<shard>#row=<i>``, stage ``tokenize-image`` / ``tokenize-aud
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -320,7 +319,7 @@ def tokenize_shard(source_path: str, out_dir: str, tokenizers: Tokenizers) -> To
     import pyarrow.parquet as pq
 
     from unimusic import storage
-    from unimusic.corpus import SPLITS
+    from unimusic.corpus import write_shard_table
 
     done = done_result(source_path, out_dir, tokenizers.tokset)
     if done is not None:
@@ -345,16 +344,7 @@ def tokenize_shard(source_path: str, out_dir: str, tokenizers: Tokenizers) -> To
                 tokset=tokenizers.tokset, tokenize_format=TOKENIZE_FORMAT, tokenize_code_version=__version__,
                 source_shard=result.source)
     out = out.replace_schema_metadata({**(out.schema.metadata or {}), b"unimusic": json.dumps(meta).encode()})
-    buffer = io.BytesIO()
-    pq.write_table(out, buffer, compression="zstd")
-    payload = buffer.getvalue()
-    storage.makedirs(storage.join(out_dir, "shards"))
-    storage.write_bytes(parquet_path, payload)
-    result.rows = out.num_rows
-    result.bytes = len(payload)
-    result.sha256 = hashlib.sha256(payload).hexdigest()
-    splits = out.column("split").to_pylist() if "split" in out.column_names else []
-    result.rows_per_split = {s: splits.count(s) for s in SPLITS if s in splits}
+    write_shard_table(out, parquet_path, result)
     result.audio_seconds = round(result.audio_seconds, 3)
     # The sidecar is written last: a shard counts as done only once both exist.
     storage.write_bytes(sidecar_path, json.dumps(dataclasses.asdict(result), indent=1).encode())

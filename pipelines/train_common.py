@@ -39,6 +39,7 @@ class RunConfig:
     name: str = "tokenizer"
     storage_path: str = "runs"  # local folder or s3://bucket/prefix; checkpoints live in storage_path/name
     workers: int = 1
+    min_workers: int = 0  # > 0: elastic, between min_workers and workers as the cluster allows
     cpus_per_worker: float = 1.0  # fractional on small machines so Ray Data can still feed the workers
     use_gpu: bool = False
     max_failures: int = 2  # worker failures survived per run (restart from the latest checkpoint)
@@ -49,6 +50,8 @@ class RunConfig:
             raise InputError("run name", f"expected a plain folder name, got {self.name!r}")
         if not (isinstance(self.workers, int) and self.workers >= 1):
             raise InputError("run workers", f"expected an integer >= 1, got {self.workers!r}")
+        if not (isinstance(self.min_workers, int) and 0 <= self.min_workers <= self.workers):
+            raise InputError("run min_workers", f"expected 0 (fixed) or 1..workers, got {self.min_workers!r}")
         if not (self.cpus_per_worker > 0):
             raise InputError("run cpus_per_worker", f"expected > 0, got {self.cpus_per_worker!r}")
         if self.max_failures < -1:
@@ -223,7 +226,8 @@ def allreduce_gradients(*modules) -> None:
             p.grad /= world
 
 
-def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsplit: tuple[str, ...] = ()):
+def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsplit: tuple[str, ...] = (),
+                env: dict | None = None):
     """Fit a TorchTrainer (gloo on CPU); returns the Ray Train result (its checkpoint is the latest).
 
     Datasets named in ``unsplit`` reach every worker whole (held-out data for rank 0's evaluation).
@@ -240,13 +244,14 @@ def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsp
     resources = {"CPU": run.cpus_per_worker}
     if run.use_gpu:
         resources["GPU"] = 1
-    env = forwarded_env().get("runtime_env", {}).get("env_vars", {})  # storage settings for the workers
+    env = {**forwarded_env().get("runtime_env", {}).get("env_vars", {}), **{k: v for k, v in (env or {}).items() if v}}
     check_resume(run, loop_config["job"])
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if run.use_gpu else "gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=run.workers, use_gpu=run.use_gpu, resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(num_workers=(run.min_workers, run.workers) if run.min_workers else run.workers,
+                                               use_gpu=run.use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=run.name,
             storage_path=root,

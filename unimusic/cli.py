@@ -468,6 +468,40 @@ def cmd_train_tokenizer(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from unimusic import config as config_mod
+    from pipelines.train import JOB_PRESETS, train
+    from pipelines.train_common import RunConfig
+
+    if args.preset not in JOB_PRESETS:
+        raise InputError(f"--preset {args.preset}", f"unknown; expected one of {', '.join(JOB_PRESETS)}")
+    job = config_mod.load(type(JOB_PRESETS[args.preset]), args.config, args.overrides, base=JOB_PRESETS[args.preset])
+    name = args.name or f"translator-{args.preset}"
+    run = RunConfig(name=name, storage_path=args.storage, workers=args.workers, min_workers=args.min_workers,
+                    cpus_per_worker=args.cpus_per_worker, use_gpu=args.gpu)
+    export = args.export or os.path.join("exports", name)
+    os.makedirs(os.path.dirname(os.path.abspath(export)), exist_ok=True)
+    print(f"training the translator: run {name!r} in {args.storage}, {job.steps} steps, {job.engine}"
+          f"{f' ZeRO-{job.zero_stage}' if job.engine == 'deepspeed' else ''}, {args.workers} worker(s); rerun to resume")
+    summary = train(tokens_dir=args.tokens, run=run, job=job, export=export, num_cpus=args.num_cpus,
+                    stop_at=args.stop_at, log_dir=args.log_dir)
+    final = summary["final"] or {}
+    print(f"trained to step {final.get('step')} in {summary['seconds']} s; checkpoint {summary['checkpoint']}")
+    print(f"logs: {summary['log_dir']} (metrics.jsonl, tensorboard/)")
+    if summary.get("export"):
+        print(f"model: {summary['export']['weights']} (+ {summary['export']['meta']})")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pipelines.train import export_checkpoint
+
+    written = export_checkpoint(args.checkpoint, args.out)
+    print(f"exported step {written['step']} of {written['checkpoint']}")
+    print(f"model: {written['weights']} (+ {written['meta']})")
+    return 0
+
+
 def cmd_videos_make_test(args) -> int:
     from tqdm import tqdm
 
@@ -572,6 +606,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.set_defaults(func=cmd_train_tokenizer, overrides=[], takes_overrides=True)
     p.epilog = "Job overrides follow as key=value, e.g. steps=500 lr=1e-3 model.codebook_size=512."
+
+    p = sub.add_parser("train", help="train the multitask translator on a tokenized corpus (Ray Train + DeepSpeed; resumable)")
+    p.add_argument("--tokens", default="artifacts/tokens", help="tokenized corpus folder or s3:// prefix (default artifacts/tokens)")
+    p.add_argument("--preset", default="tiny", help="job preset: smoke, tiny, learn")
+    p.add_argument("--config", default=None, help="YAML file with job values (over the preset)")
+    p.add_argument("--name", default=None, help="run name (default translator-PRESET); the same name resumes")
+    p.add_argument("--storage", default="runs", help="checkpoint storage: folder or s3:// prefix (default runs/)")
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers (data parallel; default 2)")
+    p.add_argument("--min-workers", type=int, default=0, help="elastic: run with as few as this many workers (0: fixed)")
+    p.add_argument("--cpus-per-worker", type=float, default=1.0)
+    p.add_argument("--gpu", action="store_true", help="one GPU per worker (nccl; bf16 with DeepSpeed)")
+    p.add_argument("--stop-at", type=int, default=None, help="stop this invocation at that step (rerun to continue)")
+    p.add_argument("--log-dir", default=None, help="metrics.jsonl + TensorBoard events (default STORAGE/NAME/logs)")
+    p.add_argument("--export", default=None, help="write the final model here (.safetensors + .json; default exports/NAME)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.set_defaults(func=cmd_train, overrides=[], takes_overrides=True)
+    p.epilog = "Job overrides follow as key=value, e.g. steps=500 engine=ddp zero_stage=1 model.d_model=256."
+
+    p = sub.add_parser("export", help="consolidate a translator training checkpoint into safetensors + JSON")
+    p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint); local or s3://")
+    p.add_argument("out", help="output path without suffix (writes OUT.safetensors and OUT.json)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="the main job on the embedded default (for now: every codec over corpus pieces)")
     p.add_argument("--pieces", type=int, default=24)

@@ -87,3 +87,24 @@ def note_f1(
         recall = n_match / n_ref if n_ref else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": precision, "recall": recall, "f1": f1, "n_ref": n_ref, "n_est": n_est, "n_match": n_match}
+
+
+def symbol_error_rate(references: Sequence[Sequence], estimates: Sequence[Sequence]) -> dict:
+    """Pooled symbol error rate: total Levenshtein distance / total reference length.
+
+    This is how OMR work on LMX reports SER (errors pooled over the set, not a mean of
+    per-item rates). Items are any sequences of hashable tokens (ids or strings).
+    Returns ``{"ser", "edits", "ref_tokens", "items"}``; no references at all: SER 0.0
+    when nothing was estimated either, else 1.0.
+    """
+    from rapidfuzz.distance import Levenshtein
+
+    if len(references) != len(estimates):
+        raise InputError("symbol error rate", f"{len(references)} references but {len(estimates)} estimates")
+    edits = sum(Levenshtein.distance(list(r), list(e)) for r, e in zip(references, estimates))
+    ref_tokens = sum(len(r) for r in references)
+    if ref_tokens == 0:
+        ser = 0.0 if edits == 0 else 1.0
+    else:
+        ser = edits / ref_tokens
+    return {"ser": ser, "edits": int(edits), "ref_tokens": int(ref_tokens), "items": len(references)}

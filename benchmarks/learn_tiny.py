@@ -61,7 +61,7 @@ def main(argv=None) -> int:
             job = dataclasses.replace(base, engine=engine)
             name = f"tp-{label}-{stamp}"
             result = train(tokens_dir=args.tokens, job=job, log_dir=str(out / "logs" / name),
-                           run=RunConfig(name=name, storage_path=str(runs), workers=workers, cpus_per_worker=2 / workers * 0.9))
+                           run=RunConfig(name=name, storage_path=str(runs), workers=workers, cpus_per_worker=1.0))
             rates[label] = tokens_per_second(result["log_dir"])
             print(f"{label}: {rates[label]:.0f} tokens/s", flush=True)
         summary["throughput"] = {
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         name = f"learn-{stamp}"
         t0 = time.perf_counter()
         result = train(tokens_dir=args.tokens, job=job, log_dir=str(out / "logs" / name),
-                       run=RunConfig(name=name, storage_path=str(runs), workers=2, cpus_per_worker=0.9))
+                       run=RunConfig(name=name, storage_path=str(runs), workers=2, cpus_per_worker=1.0))
         seconds = time.perf_counter() - t0
         model_path = str(out / "translator-learn")
         export_checkpoint(result["checkpoint"], model_path)

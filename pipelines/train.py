@@ -108,13 +108,13 @@ SMOKE_MODEL = translator_config("tiny", d_model=64, heads=2, encoder_layers=1, d
                                 dropout=0.0, max_positions=512)
 JOB_PRESETS = {
     # tests and CI: seconds per run
-    "smoke": TrainJob(model=SMOKE_MODEL, caps=Caps(source=96, target=96, max_seconds=4.0), steps=16, max_tokens=768,
-                      max_batch=8, lr=3e-3, warmup_steps=4, checkpoint_every=4, log_every=4, eval_examples=2,
-                      eval_max_steps=48),
+    "smoke": TrainJob(model=SMOKE_MODEL, tasks=("image->lmx", "audio->midi", "lmx->midi", "midi->audio"),
+                      caps=Caps(source=96, target=96, max_seconds=4.0), steps=32, max_tokens=768, max_batch=8, lr=3e-3,
+                      warmup_steps=4, checkpoint_every=8, log_every=8, eval_examples=2, eval_max_steps=48),
     # the main job's few hundred steps on 2 cores
     "tiny": TrainJob(),
     # benchmarks/learn_tiny.py: about 30 minutes of 2 CPU cores
-    "learn": TrainJob(steps=3000, checkpoint_every=250, eval_every=500, eval_examples=16),
+    "learn": TrainJob(steps=2000, checkpoint_every=250, eval_every=500, eval_examples=16),
 }
 
 
@@ -279,6 +279,26 @@ class Engine:
             self.optimizer.step()
         return out
 
+    def evaluate(self, held_out: dict, *, vocab) -> dict:
+        """:func:`evaluate` on the bare translator; under ZeRO-3 every rank gathers the full
+        parameters first (and every rank evaluates, so the gathers match)."""
+        if self.kind == "deepspeed" and self.job.zero_stage == 3:
+            import deepspeed
+
+            from unimusic.models.translator import build_translator
+
+            # Gathered weights go into a plain copy: ZeRO-3's hooks would release them again
+            # after each submodule call inside the evaluation.
+            inner = self.module.translator
+            with deepspeed.zero.GatheredParameters(list(inner.parameters()), modifier_rank=None):
+                state = {n: p.detach().clone() for n, p in inner.named_parameters(remove_duplicate=False)}
+            plain = build_translator(self.job.model, vocab).to(self.device)
+            missing = plain.load_state_dict(state, strict=False).missing_keys
+            if any(n in dict(plain.named_parameters(remove_duplicate=False)) for n in missing):
+                raise RuntimeError(f"ZeRO-3 evaluation copy lacks parameters {missing}")
+            return evaluate(plain, held_out, vocab=vocab, job=self.job, device=self.device)
+        return evaluate(self.module.translator, held_out, vocab=vocab, job=self.job, device=self.device)
+
     def save(self, folder: str, *, rank: int) -> None:
         import torch
 
@@ -368,9 +388,10 @@ class MetricsLog:
             except ImportError:  # tensorboard is a dependency; without it the JSONL still has everything
                 self.writer = None
 
-    def write(self, record: dict) -> None:
+    def write(self, record: dict, *, brief: dict | None = None) -> None:
+        """Log ``record``; stdout gets ``brief`` instead when given (long records stay in the file)."""
         line = json.dumps(record, sort_keys=True)
-        print(line, flush=True)
+        print(json.dumps(brief, sort_keys=True) if brief is not None else line, flush=True)
         if self.file:
             self.file.write(line + "\n")
             self.file.flush()
@@ -484,14 +505,15 @@ def train_loop(config: dict) -> None:
         held_examples, _ = make_examples(held_rows, job, vocab=vocab, rules=rules, dataset=config["dataset"])
         held_out = held_out_examples(held_examples, per_task=job.eval_examples)
     if log:
-        log.write({"event": "start", "step": step, "workers": world, "engine": job.engine, "zero_stage": job.zero_stage,
-                   "resumed": resumed, "parameters": sum(p.numel() for p in translator.parameters()),
-                   "examples": {f"{t}|{d}": len(v) for (t, d), v in sorted(examples.items())}, "build": build_stats})
+        start = {"event": "start", "step": step, "steps": job.steps, "workers": world, "engine": job.engine,
+                 "zero_stage": job.zero_stage, "resumed": resumed, "parameters": sum(p.numel() for p in translator.parameters()),
+                 "examples": {f"{t}|{d}": len(v) for (t, d), v in sorted(examples.items())}}
+        log.write({**start, "build": build_stats}, brief=start)
 
     stop_at = int(config.get("stop_at") or job.steps)
     window = {"loss": 0.0, "tokens": 0.0, "real": 0.0, "n": 0, "seconds": 0.0}
     per_task: dict[str, list[float]] = {}
-    started = time.perf_counter()
+    started, first_step = time.perf_counter(), step
     while step < min(job.steps, stop_at):
         t0 = time.perf_counter()
         engine.set_lr(learning_rate(step, base=job.lr, warmup=job.warmup_steps, total=job.steps, floor=job.lr_floor))
@@ -517,14 +539,15 @@ def train_loop(config: dict) -> None:
             metrics.update({
                 "loss_mean": window["loss"] / max(1, window["n"]), "lr": engine.optimizer.param_groups[0]["lr"],
                 "tokens_per_s": round(window["real"] / max(1e-9, window["seconds"]), 1),
-                "seconds": round(time.perf_counter() - started, 1),
+                "seconds": round(time.perf_counter() - started, 1), "steps": job.steps,
+                "eta_s": round((time.perf_counter() - started) / max(1, step - first_step) * (job.steps - step)),
                 "train_loss": {t: round(float(np.mean(v[-job.log_every:])), 4) for t, v in sorted(per_task.items())},
             })
             window = {"loss": 0.0, "tokens": 0.0, "real": 0.0, "n": 0, "seconds": 0.0}
             if log:
                 log.write({"event": "train", **metrics})
         if held_out is not None and (report_every(step, job.eval_every, job.steps) or step == job.steps):
-            results = evaluate(engine.module.translator, held_out, vocab=vocab, job=job, device=device)
+            results = engine.evaluate(held_out, vocab=vocab)
             metrics["eval"] = results
             if log:
                 log.write({"event": "eval", "step": step, "eval": results})
@@ -591,6 +614,9 @@ def train(
     from unimusic.tokens.vocabulary import Vocabulary
 
     manifest = tokens_manifest(tokens_dir, Vocabulary())
+    if num_cpus is None and not os.environ.get("RAY_ADDRESS"):
+        # A local cluster needs a CPU beside the training workers for Ray Data's read tasks.
+        num_cpus = max(os.cpu_count() or 1, math.ceil(run.workers * run.cpus_per_worker) + 1)
     init_ray(num_cpus, log_to_driver=True)
     columns = shard_columns(tokens_dir)
     datasets = {
@@ -647,14 +673,20 @@ def export_checkpoint(checkpoint: str, out: str, *, storage_path: str | None = N
         if storage.is_remote(path):
             local = os.path.join(tmp, "checkpoint")
             _download_folder(path, local)
-        with open(os.path.join(local, INFO_FILE)) as f:
-            info = json.load(f)
-        if info.get("kind") != "unimusic-translator-checkpoint":
+        try:
+            with open(os.path.join(local, INFO_FILE)) as f:
+                info = json.load(f)
+        except json.JSONDecodeError as exc:
+            raise InputError(os.path.join(path, INFO_FILE), f"not JSON ({exc})") from None
+        if not isinstance(info, dict) or info.get("kind") != "unimusic-translator-checkpoint":
             raise InputError(path, f"{INFO_FILE} is not a translator checkpoint record")
-        if info["engine"] == "deepspeed":
-            state = _deepspeed_state(local, zero_stage=info["zero_stage"])
-        else:
-            state = torch.load(os.path.join(local, "state.pt"), map_location="cpu", weights_only=True)["model"]
+        try:
+            if info["engine"] == "deepspeed":
+                state = _deepspeed_state(local, zero_stage=info["zero_stage"])
+            else:
+                state = torch.load(os.path.join(local, "state.pt"), map_location="cpu", weights_only=True)["model"]
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:  # missing or damaged engine files
+            raise InputError(path, f"cannot read the {info['engine']} checkpoint files: {type(exc).__name__}: {exc}") from None
     prefix = "translator."
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     from unimusic.config import from_dict

@@ -350,6 +350,29 @@ def test_s3_filesystem_settings(s3_server, monkeypatch):
     assert storage.filesystem("s3://bucket/k")[0].region == "us-east-1"
 
 
+def test_s3_filesystem_carries_static_keys_to_other_processes(s3_server, monkeypatch):
+    """A pickled filesystem (what Ray sends to a Train controller or a worker started before the
+    settings existed) carries the environment's static keys and still works where the
+    environment has none; without static keys it carries none (the standard chain decides)."""
+    import pickle
+
+    import boto3
+    import pyarrow.fs as pafs
+
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket="pickled-fs")
+    fs, root = storage.filesystem("s3://pickled-fs/dir")
+    payload = pickle.dumps(fs)
+    options = fs.__reduce__()[1][0]
+    assert options["access_key"] == os.environ["AWS_ACCESS_KEY_ID"] and options["secret_key"]
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(key)
+    again = pickle.loads(payload)
+    with again.open_output_stream(f"{root}/x.txt") as f:
+        f.write(b"ok")
+    assert again.get_file_info(f"{root}/x.txt").type == pafs.FileType.File
+    assert storage.filesystem("s3://pickled-fs/dir")[0].__reduce__()[1][0]["access_key"] is None
+
+
 def test_ray_data_reads_parquet_from_s3(s3_server, ray_session):
     import pyarrow as pa
     import pyarrow.parquet as pq

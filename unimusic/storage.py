@@ -178,6 +178,13 @@ def filesystem(path) -> tuple["pyarrow.fs.FileSystem", str]:
             raise InputError(endpoint, "AWS_ENDPOINT_URL is not a URL like http://host:port")
         kwargs["endpoint_override"] = parts.netloc + parts.path.rstrip("/")
         kwargs["scheme"] = parts.scheme or "https"
+    # Static keys in the environment travel with the filesystem object (it is pickled into
+    # Ray processes, e.g. a Train controller started before these settings existed);
+    # without them every process uses the standard chain (IAM role, profile...).
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        kwargs.update(access_key=os.environ["AWS_ACCESS_KEY_ID"], secret_key=os.environ["AWS_SECRET_ACCESS_KEY"])
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
     try:
         fs = pafs.S3FileSystem(**kwargs)
     except Exception as exc:  # pyarrow raises OSError/ArrowInvalid for bad settings

@@ -1,6 +1,6 @@
 """Tokenize-stage throughput on CPU: systems/s and audio-seconds/s with 1 vs 2 Ray actors, in one run.
 
-    .venv/bin/python benchmarks/tokenize.py [--corpus artifacts/corpus] [--image-weights P] [--audio-weights P]
+    .venv/bin/python benchmarks/tokenize_corpus.py [--corpus artifacts/corpus] [--image-weights P] [--audio-weights P]
 
 Every run writes to a fresh output folder (nothing is skipped). By default the
 first ``--rows-per-shard`` rows of every corpus shard are copied into a temporary

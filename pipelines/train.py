@@ -46,16 +46,15 @@ import sys
 import tempfile
 import time
 
-from pipelines.train_common import JOB_FILE, RunConfig, learning_rate, read_split, report_every
+from pipelines.train_common import HELD_OUT, JOB_FILE, RunConfig, learning_rate, report_every
 from unimusic.errors import InputError
 from unimusic.models.translator import TranslatorConfig, translator_config
-from unimusic.multitask import Caps
+from unimusic.multitask import Caps, row_key
 from unimusic.tokens.vocabulary import TASKS
 
 INFO_FILE = "unimusic.json"
 DS_TAG = "state"  # DeepSpeed checkpoint tag inside every checkpoint directory
 CHECKPOINT_FORMAT = 1
-HELD_OUT = ("val", "test")
 ENGINES = ("deepspeed", "ddp")
 ROW_COLUMNS = [
     "piece_id", "variant", "system", "occurrence", "measures", "measure_x", "played_measures", "measure_start",
@@ -121,10 +120,6 @@ JOB_PRESETS = {
 # -- rows and examples ------------------------------------------------------------
 
 
-def row_key(row: dict) -> tuple:
-    return (str(row["piece_id"]), str(row.get("variant") or "score"), int(row["system"]), int(row["occurrence"]))
-
-
 def worker_rows(rows: list[dict], *, rank: int, world: int) -> list[dict]:
     """This worker's share of ``rows``: sorted by a stable key, every ``world``-th (deterministic)."""
     return sorted(rows, key=row_key)[rank::world]
@@ -169,13 +164,6 @@ def shard_columns(tokens_dir: str) -> list[str]:
 def dataset_name(tokens_dir: str, manifest: dict) -> str:
     source = manifest.get("source", {}).get("corpus") or tokens_dir
     return str(source).rstrip("/").rsplit("/", 1)[-1] or "corpus"
-
-
-def check_rows_vocabulary(rows: list[dict], vocab, *, what: str) -> None:
-    for found in sorted({r.get("vocab_hash") for r in rows if r.get("vocab_hash")}):
-        vocab.check(found, what=what)
-    if rows and all(r.get("image_codes") is None and r.get("audio_codes") is None for r in rows):
-        raise InputError(what, "rows carry no image or audio codes: train on a tokenized corpus (`unimusic corpus tokenize`)")
 
 
 def make_examples(rows: list[dict], job: TrainJob, *, vocab, rules, dataset: str):
@@ -476,7 +464,6 @@ def train_loop(config: dict) -> None:
     rules = PositionRules.from_vocabulary(vocab, max_positions=job.model.max_positions)
 
     rows = worker_rows(list(ray.train.get_dataset_shard("train").iter_rows()), rank=rank, world=world)
-    check_rows_vocabulary(rows, vocab, what=config["tokens"])
     examples, build_stats = make_examples(rows, job, vocab=vocab, rules=rules, dataset=config["dataset"])
     keys = _common_keys({k for k, v in examples.items() if v}, world)
     if not keys:
@@ -511,7 +498,7 @@ def train_loop(config: dict) -> None:
         log.write({**start, "build": build_stats}, brief=start)
 
     stop_at = int(config.get("stop_at") or job.steps)
-    window = {"loss": 0.0, "tokens": 0.0, "real": 0.0, "n": 0, "seconds": 0.0}
+    window = {"loss": 0.0, "real": 0.0, "n": 0, "seconds": 0.0}
     per_task: dict[str, list[float]] = {}
     started, first_step = time.perf_counter(), step
     while step < min(job.steps, stop_at):
@@ -522,14 +509,13 @@ def train_loop(config: dict) -> None:
         batch = to_tensors(arrays, device)
         torch.manual_seed(_seed(job.seed, step, rank))  # dropout: a function of the step, so resumes repeat it
         out = engine.train_step(batch)
-        real = float(arrays["src_mask"].sum() + (arrays["tgt_in"][..., 0] != vocab.pad).sum())
+        real = float(arrays["src_mask"].sum() + arrays["tgt_mask"].sum())
         loss_sum, tokens, real_sum = _all_sum([float(out["loss"]) * int(out["tokens"]), float(out["tokens"]), real])
         loss = loss_sum / max(1.0, tokens)
         step += 1
         losses.append(loss)
         per_task.setdefault(key[0], []).append(loss)
         window["loss"] += loss
-        window["tokens"] += tokens
         window["real"] += real_sum
         window["n"] += 1
         window["seconds"] += time.perf_counter() - t0
@@ -543,7 +529,7 @@ def train_loop(config: dict) -> None:
                 "eta_s": round((time.perf_counter() - started) / max(1, step - first_step) * (job.steps - step)),
                 "train_loss": {t: round(float(np.mean(v[-job.log_every:])), 4) for t, v in sorted(per_task.items())},
             })
-            window = {"loss": 0.0, "tokens": 0.0, "real": 0.0, "n": 0, "seconds": 0.0}
+            window = {"loss": 0.0, "real": 0.0, "n": 0, "seconds": 0.0}
             if log:
                 log.write({"event": "train", **metrics})
         if held_out is not None and (report_every(step, job.eval_every, job.steps) or step == job.steps):
@@ -608,21 +594,13 @@ def train(
     ``stop_at``: end this invocation (with a checkpoint) at that step; rerunning the same
     name without it continues to ``job.steps`` exactly as an uninterrupted run would.
     """
-    from pipelines.build_corpus import init_ray
-    from pipelines.train_common import run_trainer
-
+    from pipelines.train_common import fit_on_splits
     from unimusic.tokens.vocabulary import Vocabulary
 
     manifest = tokens_manifest(tokens_dir, Vocabulary())
     if num_cpus is None and not os.environ.get("RAY_ADDRESS"):
         # A local cluster needs a CPU beside the training workers for Ray Data's read tasks.
         num_cpus = max(os.cpu_count() or 1, math.ceil(run.workers * run.cpus_per_worker) + 1)
-    init_ray(num_cpus, log_to_driver=True)
-    columns = shard_columns(tokens_dir)
-    datasets = {
-        "train": read_split(tokens_dir, columns=columns, splits=("train",)),
-        "held_out": read_split(tokens_dir, columns=columns, splits=HELD_OUT),
-    }
     loop_config = {
         "job": json.loads(json.dumps(dataclasses.asdict(job))), "tokens": tokens_dir, "dataset": dataset_name(tokens_dir, manifest),
         "tokenizers": {m: {k: t.get(k) for k in ("hash", "kind", "weights", "config_hash", "sha256")}
@@ -632,12 +610,13 @@ def train(
     if job.engine == "deepspeed":
         # DeepSpeed JIT-compiles a small CPU op on first use; keep it between runs.
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.expanduser("~/.cache/unimusic/torch_extensions"))
-    result = run_trainer(train_loop, loop_config, run=run, datasets=datasets, unsplit=("train", "held_out"),
-                         env={"TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", "")})
-    summary = {"run": run.name, "storage": run.storage_path, "seconds": result.seconds, "log_dir": loop_config["log_dir"],
-               "checkpoint": result.checkpoint.path if result.checkpoint else None, "final": result.metrics}
+    # Every worker reads all train rows and keeps its own share (``worker_rows``): a deterministic split.
+    result, summary = fit_on_splits(train_loop, loop_config, corpus_dir=tokens_dir, columns=shard_columns(tokens_dir),
+                                    run=run, num_cpus=num_cpus, split_train=False,
+                                    env={"TORCH_EXTENSIONS_DIR": os.environ.get("TORCH_EXTENSIONS_DIR", "")})
+    summary["log_dir"] = loop_config["log_dir"]
     if export and result.checkpoint is not None and (stop_at is None or stop_at >= job.steps):
-        summary["export"] = export_checkpoint(result.checkpoint.path, export, storage_path=run.storage_path)
+        summary["export"] = export_checkpoint(summary["checkpoint"], export)
     return summary
 
 
@@ -659,13 +638,15 @@ def latest_checkpoint(path: str) -> str:
     return storage.join(path, found[-1])
 
 
-def export_checkpoint(checkpoint: str, out: str, *, storage_path: str | None = None) -> dict:
+def export_checkpoint(checkpoint: str, out: str) -> dict:
     """Consolidate a training checkpoint (local or s3://; a checkpoint or a run folder) into
     ``out.safetensors`` + ``out.json``; returns what was written."""
     import torch
 
     from unimusic import storage
+    from unimusic.config import from_dict
     from unimusic.models.translator_io import save_translator
+    from unimusic.tokens.vocabulary import Vocabulary, VocabularyConfig
 
     path = latest_checkpoint(checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
@@ -689,8 +670,6 @@ def export_checkpoint(checkpoint: str, out: str, *, storage_path: str | None = N
             raise InputError(path, f"cannot read the {info['engine']} checkpoint files: {type(exc).__name__}: {exc}") from None
     prefix = "translator."
     state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    from unimusic.config import from_dict
-    from unimusic.tokens.vocabulary import Vocabulary, VocabularyConfig
 
     vocab = Vocabulary(VocabularyConfig.from_dict(info["vocabulary"]["config"]))
     vocab.check(info["vocab_hash"], what=f"checkpoint {path}")
@@ -740,6 +719,7 @@ def evaluate_exported(model_path: str, *, tokens_dir: str, per_task: int = 32, c
 
     import pyarrow.parquet as pq
 
+    from pipelines.train_common import corpus_shards
     from unimusic import storage
     from unimusic.models.positions import PositionRules
     from unimusic.models.translator_io import load_translator
@@ -748,12 +728,12 @@ def evaluate_exported(model_path: str, *, tokens_dir: str, per_task: int = 32, c
     model, config, vocab, meta = load_translator(model_path)
     rules = PositionRules.from_vocabulary(vocab, max_positions=config.max_positions)
     rows = []
-    for f in sorted(storage.list_files(storage.join(tokens_dir, "shards"), suffixes=(".parquet",))):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(f)), columns=[*shard_columns(tokens_dir), "split"])
+    columns = [*shard_columns(tokens_dir), "split"]
+    for f in corpus_shards(tokens_dir):
+        table = pq.read_table(io.BytesIO(storage.read_bytes(f)), columns=columns)
         rows += [r for r in table.to_pylist() if r["split"] in splits]
     rows.sort(key=row_key)
-    job = dataclasses.replace(TrainJob(model=config, tasks=tuple(meta.get("tasks") or TASKS)), eval_max_steps=max_steps,
-                              caps=caps or Caps())
+    job = TrainJob(model=config, tasks=tuple(meta.get("tasks") or TASKS), eval_max_steps=max_steps, caps=caps or Caps())
     examples, stats = build_examples(rows, job.tasks, vocab=vocab, rules=rules, caps=job.caps, dataset="held_out")
     held_out = held_out_examples(examples, per_task=per_task)
     import torch

@@ -24,11 +24,12 @@ import sys
 import time
 
 from pipelines.train_common import (
+    HELD_OUT,
     RunConfig,
     ResumableBatches,
     allreduce_gradients,
+    fit_on_splits,
     load_checkpoint_state,
-    read_split,
     report_every,
     rng_state,
     save_checkpoint,
@@ -37,7 +38,6 @@ from pipelines.train_common import (
 from unimusic.errors import InputError
 from unimusic.models.audio_codec import DEFAULT_DISCRIMINATOR, DAC_DISCRIMINATOR, PRESETS, AudioCodecConfig
 
-HELD_OUT = ("val", "test")
 DISCRIMINATORS = {
     "stft": {"rates": [], "periods": [], "fft_sizes": [1024, 512]},  # cheapest: multi-resolution STFT only
     "default": DEFAULT_DISCRIMINATOR,
@@ -218,17 +218,8 @@ def train_codec(
     num_cpus: int | None = None,
 ) -> dict:
     """Train (or resume) the run; export the final codec (+ held-out numbers) if ``export`` is given."""
-    from pipelines.build_corpus import init_ray
-    from pipelines.train_common import run_trainer
-
-    init_ray(num_cpus, log_to_driver=True)  # workers print their progress lines
-    datasets = {
-        "train": read_split(corpus_dir, columns=["audio_flac"], splits=("train",)),
-        "held_out": read_split(corpus_dir, columns=["audio_flac"], splits=HELD_OUT),
-    }
-    result = run_trainer(train_loop, {"job": dataclasses.asdict(job)}, run=run, datasets=datasets, unsplit=("held_out",))
-    summary = {"run": run.name, "storage": run.storage_path, "seconds": result.seconds,
-               "checkpoint": result.checkpoint.path if result.checkpoint else None, "final": result.metrics}
+    result, summary = fit_on_splits(train_loop, {"job": dataclasses.asdict(job)}, corpus_dir=corpus_dir,
+                                    columns=["audio_flac"], run=run, num_cpus=num_cpus)
     if export:
         summary["export"] = export_codec(result.checkpoint, job=job, corpus_dir=corpus_dir, path=export, report_dir=report_dir)
     return summary

@@ -28,6 +28,7 @@ import time
 
 from unimusic.errors import InputError
 
+HELD_OUT = ("val", "test")  # the splits every job evaluates on
 STATE_FILE = "state.pt"
 JOB_FILE = "job.json"  # the job config, beside each checkpoint
 
@@ -269,3 +270,28 @@ def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsp
         raise RuntimeError(f"training run {run.name!r} failed: {result.error}") from result.error
     result.seconds = round(time.perf_counter() - t0, 1)
     return result
+
+
+def fit_on_splits(loop, loop_config: dict, *, corpus_dir: str, columns: list[str], run: RunConfig,
+                  num_cpus: int | None = None, env: dict | None = None, split_train: bool = True) -> tuple[object, dict]:
+    """Start Ray (workers print their progress lines), fit ``loop`` on the corpus's ``train`` rows
+    (split over workers, or whole on every worker with ``split_train=False``) with the held-out rows
+    whole on every worker; returns the Ray Train result
+    and a summary (run, storage, seconds, latest checkpoint, final metrics)."""
+    from pipelines.build_corpus import init_ray
+
+    init_ray(num_cpus, log_to_driver=True)
+    datasets = {
+        "train": read_split(corpus_dir, columns=columns, splits=("train",)),
+        "held_out": read_split(corpus_dir, columns=columns, splits=HELD_OUT),
+    }
+    unsplit = ("held_out",) if split_train else ("train", "held_out")
+    result = run_trainer(loop, loop_config, run=run, datasets=datasets, unsplit=unsplit, env=env)
+    from unimusic import storage
+
+    checkpoint = result.checkpoint.path if result.checkpoint else None
+    if checkpoint and storage.is_remote(run.storage_path):  # Ray gives the path inside the bucket
+        checkpoint = storage.join(run.storage_path, run.name, checkpoint.rstrip("/").rsplit("/", 1)[-1])
+    summary = {"run": run.name, "storage": run.storage_path, "seconds": result.seconds, "checkpoint": checkpoint,
+               "final": result.metrics}
+    return result, summary

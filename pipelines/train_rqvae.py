@@ -22,12 +22,13 @@ import sys
 import time
 
 from pipelines.train_common import (
+    HELD_OUT,
     RunConfig,
     ResumableBatches,
     allreduce_gradients,
+    fit_on_splits,
     learning_rate,
     load_checkpoint_state,
-    read_split,
     report_every,
     rng_state,
     save_checkpoint,
@@ -36,7 +37,6 @@ from pipelines.train_common import (
 from unimusic.errors import InputError
 from unimusic.models.rqvae import PRESETS, RQVAEConfig
 
-HELD_OUT = ("val", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,19 +221,8 @@ def train_rqvae(
     num_cpus: int | None = None,
 ) -> dict:
     """Train (or resume) the run; export the final weights (+ held-out numbers) if ``export`` is given."""
-    from pipelines.build_corpus import init_ray
-    from pipelines.train_common import run_trainer
-
-    init_ray(num_cpus, log_to_driver=True)  # workers print their progress lines
-    datasets = {
-        "train": read_split(corpus_dir, columns=["image_png"], splits=("train",)),
-        "held_out": read_split(corpus_dir, columns=["image_png"], splits=HELD_OUT),
-    }
-    result = run_trainer(
-        train_loop, {"job": dataclasses.asdict(job)}, run=run, datasets=datasets, unsplit=("held_out",)
-    )
-    summary = {"run": run.name, "storage": run.storage_path, "seconds": result.seconds,
-               "checkpoint": result.checkpoint.path if result.checkpoint else None, "final": result.metrics}
+    result, summary = fit_on_splits(train_loop, {"job": dataclasses.asdict(job)}, corpus_dir=corpus_dir,
+                                    columns=["image_png"], run=run, num_cpus=num_cpus)
     if export:
         summary["export"] = export_rqvae(result.checkpoint, job=job, corpus_dir=corpus_dir, path=export, picture=picture)
     return summary

@@ -118,7 +118,7 @@ def test_rerun_with_another_recipe_is_refused(tokens, deepspeed_run):
         _run(tokens, deepspeed_run["runs"], "whole", dataclasses.replace(deepspeed_run["job"], steps=40))
 
 
-def test_export_gives_the_training_checkpoints_logits(deepspeed_run, tmp_path):
+def test_export_gives_the_training_checkpoints_logits(tokens, deepspeed_run, tmp_path):
     import torch
 
     from pipelines.train import export_checkpoint
@@ -140,32 +140,23 @@ def test_export_gives_the_training_checkpoints_logits(deepspeed_run, tmp_path):
     trained.eval()
 
     from unimusic.multitask import collate
-    from tests.test_train_translator import _some_examples
 
     rules = PositionRules.from_vocabulary(vocab, max_positions=config.max_positions)
-    for examples in _some_examples(vocab, rules).values():
+    for examples in _some_examples(tokens["tokens"], vocab, rules).values():
         batch = {k: (torch.as_tensor(v) if hasattr(v, "dtype") else v) for k, v in collate(examples, pad=vocab.pad).items()}
         args = {k: batch[k] for k in ("src", "src_pos", "src_mask", "source", "tgt_in", "tgt_pos", "target", "tgt_out")}
         with torch.no_grad():
             torch.testing.assert_close(model(**args), trained(**args), rtol=1e-5, atol=1e-5)
 
 
-def _some_examples(vocab, rules) -> dict:
-    """Two examples of every direction from the first tokenized rows (module fixture's data)."""
+def _some_examples(tokens_dir: str, vocab, rules) -> dict:
+    """Two examples of some directions (single-stream and multi-codebook targets) from the first tokenized rows."""
     from unimusic.multitask import Caps, build_examples
 
-    rows = _rows(_TOKENS_DIR[0])
+    rows = _rows(tokens_dir)
     examples, _ = build_examples(rows[:4], ("image->lmx", "audio->midi", "midi->audio", "lmx->image"), vocab=vocab,
                                  rules=rules, caps=Caps(source=96, target=96, max_seconds=4.0), dataset="test")
     return {k: v[:2] for k, v in examples.items() if v}
-
-
-_TOKENS_DIR: list[str] = []
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _remember_tokens(tokens):
-    _TOKENS_DIR[:] = [tokens["tokens"]]
 
 
 def _rows(tokens_dir: str) -> list[dict]:
@@ -267,7 +258,9 @@ def test_checkpoints_on_s3_resume_and_export(s3_server, tokens, deepspeed_run, t
     run = RunConfig(name="s3run", storage_path=storage_path, workers=2, cpus_per_worker=0.5)
     train(tokens_dir=tokens["tokens"], job=job, run=run, stop_at=16, log_dir=str(tmp_path / "logs"))
     assert any(f.endswith("/unimusic.json") for f in storage.list_files(f"{storage_path}/s3run"))
-    train(tokens_dir=tokens["tokens"], job=job, run=run, log_dir=str(tmp_path / "logs"))
+    summary = train(tokens_dir=tokens["tokens"], job=job, run=run, log_dir=str(tmp_path / "logs"), export=str(tmp_path / "direct"))
+    assert summary["checkpoint"].startswith(f"{storage_path}/s3run/checkpoint_")  # a URI the user can pass on
+    assert (tmp_path / "direct.safetensors").is_file()  # the job's own export read the checkpoint from S3
     written = export_checkpoint(f"{storage_path}/s3run", str(tmp_path / "model"))
     assert written["step"] == job.steps
     _, _, _, meta = load_translator(tmp_path / "model")

@@ -148,6 +148,12 @@ def _unit_hash(*parts) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+def row_key(row: Mapping) -> tuple:
+    """A row's stable identity: (piece id, variant, system, occurrence); older shards lack ``variant``."""
+    return (str(row.get("piece_id") or ""), str(row.get("variant") or "score"), int(row.get("system") or 0),
+            int(row.get("occurrence") or 0))
+
+
 class _Row:
     """One corpus row with its modalities prepared lazily (model ids, ``SLOTS`` wide)."""
 
@@ -156,8 +162,7 @@ class _Row:
         self.pad = vocab.pad
         self.sps = vocab.midi.config.steps_per_second
         self.piece_id = str(row.get("piece_id") or "")
-        self.key = (self.piece_id, str(row.get("variant") or "score"), int(row.get("system") or 0),
-                    int(row.get("occurrence") or 0))
+        self.key = row_key(row)
         self.split = str(row.get("split") or "")
         measures = row.get("measures")
         self.measures = [int(m) for m in measures] if measures is not None else []

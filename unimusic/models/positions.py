@@ -43,11 +43,11 @@ class PositionRules:
     @classmethod
     def from_vocabulary(cls, vocab, *, max_positions: int = 4096) -> "PositionRules":
         height = vocab.ranges["image_height"]
-        shift_start = vocab.ranges["midi"].start + vocab.midi.event_codec.event_range("shift")[0]
-        shift_stop = vocab.ranges["midi"].start + vocab.midi.event_codec.event_range("shift")[1] + 1
+        first, last = vocab.midi.event_codec.event_range("shift")
+        midi = vocab.ranges["midi"].start
         return cls(
             height_start=height.start, height_stop=height.stop, sep=vocab.sep,
-            midi_shift_start=shift_start, midi_shift_stop=shift_stop, max_positions=max_positions,
+            midi_shift_start=midi + first, midi_shift_stop=midi + last + 1, max_positions=max_positions,
         )
 
 

@@ -112,7 +112,7 @@ JOB_PRESETS = {
                       warmup_steps=4, checkpoint_every=8, log_every=8, eval_examples=2, eval_max_steps=48),
     # the main job's few hundred steps on 2 cores
     "tiny": TrainJob(),
-    # benchmarks/learn_tiny.py: about 30 minutes of 2 CPU cores
+    # benchmarks/learn_tiny.py and the translator shipped in unimusic/weights: about 55 minutes of 2 CPU cores
     "learn": TrainJob(steps=2000, checkpoint_every=250, eval_every=500, eval_examples=16),
 }
 
@@ -713,8 +713,10 @@ if __name__ == "__main__":
 
 
 def evaluate_exported(model_path: str, *, tokens_dir: str, per_task: int = 32, caps: Caps | None = None,
-                      max_steps: int = 320, splits: tuple[str, ...] = HELD_OUT) -> dict:
-    """Held-out metrics per direction of an exported model (no Ray): what benchmarks report."""
+                      max_steps: int = 320, splits: tuple[str, ...] = HELD_OUT,
+                      tasks: tuple[str, ...] | None = None) -> dict:
+    """Held-out metrics per direction of an exported model (no Ray): what benchmarks report.
+    ``tasks``: only these of the model's directions (default: all it was trained on)."""
     import io
 
     import pyarrow.parquet as pq
@@ -733,7 +735,9 @@ def evaluate_exported(model_path: str, *, tokens_dir: str, per_task: int = 32, c
         table = pq.read_table(io.BytesIO(storage.read_bytes(f)), columns=columns)
         rows += [r for r in table.to_pylist() if r["split"] in splits]
     rows.sort(key=row_key)
-    job = TrainJob(model=config, tasks=tuple(meta.get("tasks") or TASKS), eval_max_steps=max_steps, caps=caps or Caps())
+    trained = tuple(meta.get("tasks") or TASKS)
+    job = TrainJob(model=config, tasks=tuple(t for t in trained if tasks is None or t in tasks),
+                   eval_max_steps=max_steps, caps=caps or Caps())
     examples, stats = build_examples(rows, job.tasks, vocab=vocab, rules=rules, caps=job.caps, dataset="held_out")
     held_out = held_out_examples(examples, per_task=per_task)
     import torch

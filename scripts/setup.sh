@@ -48,7 +48,7 @@ log "stage 3/6: deepspeed (DS_BUILD_OPS=0)"
 DS_BUILD_OPS=0 pip_quiet "${PIP[@]}" "${CONSTRAINTS[@]}" -r requirements/3-deepspeed.txt
 log "stage 4/6: music, audio and test libraries"
 pip_quiet "${PIP[@]}" "${CONSTRAINTS[@]}" -r requirements/4-music.txt
-log "stage 5/6: DAC, audiotools, basic-pitch (--no-deps)"
+log "stage 5/6: DAC, audiotools, basic-pitch, transkun (--no-deps)"
 pip_quiet "${PIP[@]}" --no-deps "${CONSTRAINTS[@]}" -r requirements/5-nodeps.txt
 # The registry's torchaudio is a CUDA build; without its shared libraries it
 # runs in pure-Python mode, which is all DAC needs.

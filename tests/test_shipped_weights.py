@@ -76,3 +76,53 @@ def test_shipped_weights_refuse_a_changed_record_or_file(tmp_path):
     with pytest.raises(InputError):
         load_rqvae(folder / tensors.stem)
     assert tokenizer_hash(shipped_path("image")) != tokenizer_hash(shipped_path("audio"))
+
+
+def translator_reference() -> dict:
+    """What the shipped translator makes of the tokenizers' held-out samples (greedy): the OMR of
+    the first sample crop and the transcription of the sample clip. Stored beside the weights by
+    ``python -m tests.test_shipped_weights``; the test below recomputes and compares."""
+    import soundfile as sf
+
+    from unimusic import io_files
+    from unimusic.inference import Systems, Translator
+    from unimusic.models.shipped import shipped_path
+
+    translator = Translator.load()
+    with np.load(f"{shipped_path('image')}-sample.npz", allow_pickle=False) as data:
+        crop = data["arr_0"]
+    audio, sr = sf.read(f"{shipped_path('audio')}-sample.flac", dtype="float32")
+    lmx = translator.translate(Systems(crops=(crop,)), "lmx").value.tokens
+    notes = translator.translate(io_files.Audio(samples=audio, sample_rate=sr), "midi").value.notes
+    return {"image->lmx": list(lmx),
+            "audio->midi": [[round(n.start, 3), round(n.end, 3), n.pitch, n.program] for n in notes]}
+
+
+def test_shipped_translator_reproduces_its_stored_outputs():
+    from unimusic.inference import SHIPPED_TRANSLATOR, shipped_translator_path
+    from unimusic.metrics import note_f1, symbol_error_rate
+    from unimusic.models.translator_io import load_translator
+    from unimusic.models.weights import weight_paths
+    from unimusic.tokens.midi import Note
+
+    path = shipped_translator_path()
+    assert path.name == SHIPPED_TRANSLATOR
+    assert sum(p.stat().st_size for p in weight_paths(path)) <= 50e6
+    _, _, _, meta = load_translator(path)
+    assert meta["step"] > 0 and len(meta["tasks"]) == 10
+    stored = json.loads(path.with_name(path.name + "-sample.json").read_text())
+    now = translator_reference()
+    assert stored["image->lmx"] and symbol_error_rate([stored["image->lmx"]], [now["image->lmx"]])["ser"] <= 0.02
+
+    def notes(rows):
+        return [Note(start=a, end=b, pitch=p, velocity=80, program=g) for a, b, p, g in rows]
+
+    assert stored["audio->midi"] and note_f1(notes(stored["audio->midi"]), notes(now["audio->midi"]))["f1"] >= 0.95
+
+
+if __name__ == "__main__":  # refresh the stored outputs after shipping new translator weights
+    from unimusic.inference import shipped_translator_path
+
+    target = shipped_translator_path()
+    target.with_name(target.name + "-sample.json").write_text(json.dumps(translator_reference(), indent=0) + "\n")
+    print(f"wrote {target.name}-sample.json")

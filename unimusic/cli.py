@@ -502,6 +502,141 @@ def cmd_export(args) -> int:
     return 0
 
 
+_TO_EXT = {"musicxml": ".musicxml", "lmx": ".lmx", "midi": ".mid", "audio": ".wav", "image": ".png"}
+
+
+def cmd_translate(args) -> int:
+    import warnings
+
+    from unimusic import io_files
+    from unimusic.inference import Options, Translator, needs_model
+
+    if args.to is None:
+        if not args.output:
+            raise InputError("--to", "say what to translate into (--to musicxml|lmx|midi|audio|image) or give -o FILE")
+        args.to = io_files.output_kind(args.output)
+    via = tuple(v for v in (args.via or "").split(",") if v)
+    options = Options(engine=args.engine, strategy=args.strategy, beam_size=args.beam_size, seed=args.seed,
+                      batch_size=args.batch_size, progress=not args.quiet)
+    many = len(args.inputs) > 1
+    outputs = []
+    for path in args.inputs:
+        if args.output and not many:
+            out = Path(args.output)
+        else:
+            folder = Path(args.output) if args.output else Path(path).parent
+            out = folder / (Path(path).stem + _TO_EXT[args.to])
+        allowed = ("musicxml", "lmx") if args.to in ("musicxml", "lmx") else (args.to,)
+        if io_files.output_kind(out) not in allowed:
+            raise InputError(str(out), f"the extension does not fit --to {args.to} (use {_TO_EXT[args.to]})")
+        if out.exists() and out.resolve() == Path(path).resolve():
+            raise InputError(str(out), "the output would overwrite the input; give -o")
+        outputs.append(out)
+    failures = 0
+    loaded, kept = [], []
+    for path, out in zip(args.inputs, outputs):
+        try:
+            item = io_files.read_input(path)
+        except InputError as exc:
+            if not many:
+                raise
+            _err(str(exc))
+            failures += 1
+            continue
+        for note in item.warnings:
+            _warn(f"{item.source}: {note}")
+        loaded.append(item)
+        kept.append(out)
+    outputs = kept
+    translator = Translator()  # converters only, unless a hop needs the model
+    if any(needs_model(item.modality, args.to, via=via, engine=options.engine) for item in loaded):
+        translator = Translator.load(args.checkpoint)
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(loaded):
+        groups.setdefault(item.modality, []).append(i)
+    for modality, indices in groups.items():
+        values = [loaded[i].value for i in indices]
+        sources = [loaded[i].source for i in indices]
+        results = translator.translate_many(values, args.to, via=via, options=options, sources=sources)
+        for i, result in zip(indices, results):
+            for note in result.warnings:
+                _warn(note)
+            if result.error:
+                _err(result.error)
+                failures += 1
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                written = io_files.write_output(result.value, outputs[i])
+            for w in caught:
+                _warn(str(w.message))
+            extra = f", {result.invalid_tokens} invalid model tokens dropped" if result.invalid_tokens else ""
+            print(f"{loaded[i].source} -> {', '.join(written)} [{' | '.join(result.hops) or 'copy'}] "
+                  f"{result.chunks} chunk(s), {result.seconds:.1f} s{extra}")
+            if args.picture:
+                picture = _translation_picture(loaded[i], result, outputs[i].with_suffix(outputs[i].suffix + ".png"))
+                if picture:
+                    print(f"picture: {picture}")
+    return EXIT_INPUT if failures else 0
+
+
+def _translation_picture(item, result, path):
+    """A piano roll of a MIDI result; the OMR result engraved under the input's first system."""
+    from unimusic import io_files
+
+    value = result.value
+    if isinstance(value, io_files.Midi):
+        from unimusic.render.pianoroll import piano_roll_png
+
+        layers = [("prediction", list(value.notes))]
+        if isinstance(item.value, io_files.Midi):
+            layers.insert(0, ("input", list(item.value.notes)))
+        return piano_roll_png(layers, path, title=f"{item.source} -> MIDI")
+    if isinstance(value, (io_files.Lmx, io_files.Score)) and item.modality == "image":
+        from unimusic.inference import page_systems
+        from unimusic.render.lmx import linearize
+        from unimusic.render.pictures import omr_side_by_side
+
+        crops, _ = page_systems(item.value.images, source=item.source)
+        if not crops:
+            return None
+        tokens = list(value.tokens) if isinstance(value, io_files.Lmx) else linearize(value.musicxml)
+        return omr_side_by_side(crops[0], tokens, path, title=item.source)
+    return None
+
+
+def cmd_eval(args) -> int:
+    from unimusic import evaluation
+    from unimusic.inference import Options, Translator
+
+    if bool(args.tokens) == bool(args.pairs):
+        raise InputError("eval", "give exactly one of --tokens CORPUS (a corpus split) or --pairs FOLDER (paired files)")
+    if args.tokens:
+        items = evaluation.items_from_tokens(args.tokens, split=args.split, limit=args.limit)
+    else:
+        items = evaluation.items_from_folder(args.pairs, limit=args.limit)
+    wanted = [d for d in (args.directions or "").split(",") if d]
+    directions = [d for d in evaluation.DIRECTIONS if not wanted or d.name in wanted or d.name.split(" ")[0] in wanted]
+    if wanted and not directions:
+        raise InputError(f"--directions {args.directions}", "matches no direction (have "
+                         + ", ".join(d.name for d in evaluation.DIRECTIONS) + ")")
+    peers = [p for p in (args.peers or "").split(",") if p]
+    translator = Translator.load(args.checkpoint)
+    print(f"evaluating {translator.path} (step {translator.meta.get('step')}) on {len(items)} item(s), "
+          f"{len(directions)} direction(s), peers: {', '.join(peers) or 'none'}")
+    report = evaluation.evaluate(translator, items, directions=directions, peers=peers, peer_items=args.peer_items,
+                                 partial=args.out,
+                                 options=Options(batch_size=args.batch_size, progress=not args.quiet),
+                                 pictures_dir=os.path.join(args.out, "pictures") if args.pictures else None,
+                                 pictures=args.pictures)
+    report["source"] = args.tokens or args.pairs
+    report["split"] = args.split if args.tokens else None
+    json_path, md_path = evaluation.write_report(report, args.out)
+    print(evaluation.report_markdown(report))
+    print(f"wrote {md_path} and {json_path}")
+    return 0
+
+
 def cmd_videos_make_test(args) -> int:
     from tqdm import tqdm
 
@@ -609,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the multitask translator on a tokenized corpus (Ray Train + DeepSpeed; resumable)")
     p.add_argument("--tokens", default="artifacts/tokens", help="tokenized corpus folder or s3:// prefix (default artifacts/tokens)")
-    p.add_argument("--preset", default="tiny", help="job preset: smoke, tiny, learn")
+    p.add_argument("--preset", default="tiny", help="job preset: smoke, tiny, learn (the shipped translator's recipe)")
     p.add_argument("--config", default=None, help="YAML file with job values (over the preset)")
     p.add_argument("--name", default=None, help="run name (default translator-PRESET); the same name resumes")
     p.add_argument("--storage", default="runs", help="checkpoint storage: folder or s3:// prefix (default runs/)")
@@ -623,6 +758,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
     p.set_defaults(func=cmd_train, overrides=[], takes_overrides=True)
     p.epilog = "Job overrides follow as key=value, e.g. steps=500 engine=ddp zero_stage=1 model.d_model=256."
+
+    p = sub.add_parser("translate", help="translate files between score images/PDF, MusicXML/kern/ABC, LMX, MIDI and audio")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="input file(s); the kind is read from the content")
+    p.add_argument("--to", choices=("musicxml", "lmx", "midi", "audio", "image"), default=None,
+                   help="what to produce (default: from -o's extension)")
+    p.add_argument("-o", "--output", default=None, help="output file (one input) or folder (several); "
+                   "default: beside the input with the target's extension")
+    p.add_argument("--checkpoint", default=None, help="an exported translator (default: the shipped one)")
+    p.add_argument("--via", default="", help="cascade through these modalities, e.g. lmx,midi")
+    p.add_argument("--engine", choices=("auto", "model", "convert"), default="auto",
+                   help="auto: deterministic converters where they exist, else the model; model: the model "
+                        "wherever it has the direction; convert: converters only")
+    p.add_argument("--strategy", choices=("greedy", "sample", "beam"), default="greedy")
+    p.add_argument("--beam-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=8, help="chunks decoded together")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--picture", action="store_true", help="also write OUT.png: a piano roll, or the OMR result under the input")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("eval", help="one table of every direction (and peers) on a corpus split or paired files")
+    p.add_argument("--tokens", default=None, help="a tokenized corpus (its --split rows are the items)")
+    p.add_argument("--pairs", default=None, help="a folder of files sharing stems (x.png, x.musicxml, x.mid, x.wav)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=None, help="first N items (stable order)")
+    p.add_argument("--checkpoint", default=None, help="an exported translator (default: the shipped one)")
+    p.add_argument("--directions", default="", help="comma-separated subset, e.g. image->lmx,audio->midi")
+    p.add_argument("--peers", default="basic-pitch,transkun", help="peer transcribers run on the same audio")
+    p.add_argument("--peer-items", type=int, default=None,
+                   help="peers transcribe the first N items only (Transkun: about 3 s per audio second on CPU)")
+    p.add_argument("--out", default="eval", help="folder for eval.md, eval.json and pictures/")
+    p.add_argument("--pictures", type=int, default=2, help="pictures per direction (0: none)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="consolidate a translator training checkpoint into safetensors + JSON")
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint); local or s3://")

@@ -109,6 +109,63 @@ class Caps:
             raise InputError("caps", f"continuation_fraction must be in 0..1, got {self.continuation_fraction!r}")
 
 
+# -- modality streams (training examples and inference build sources with these) ---------
+
+
+def slot0(vocab, ids) -> np.ndarray:
+    """``(N, SLOTS)`` stream of single-stream ids (LMX, MIDI, specials): slot 0, the rest PAD."""
+    out = np.full((len(ids), SLOTS), vocab.pad, dtype=np.int64)
+    out[:, 0] = np.asarray(ids, dtype=np.int64)
+    return out
+
+
+def image_cells(vocab, codes: np.ndarray, *, source: str = "image codes") -> np.ndarray:
+    """RQ-VAE codes ``(L, h, w)`` -> model ids ``(w, h, SLOTS)``: cells column by column."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3:
+        raise InputError(source, f"expected (levels, rows, columns) codes, got shape {codes.shape}")
+    levels, h, w = codes.shape
+    have = min(vocab.config.image_codebooks, SLOTS)
+    if levels > have:
+        raise InputError(source, f"{levels} codebook levels, the vocabulary has {have}")
+    cells = np.full((w, h, SLOTS), vocab.pad, dtype=np.int64)
+    for level in range(levels):
+        r = vocab.ranges[f"image:{level}"]
+        plane = codes[level].astype(np.int64)
+        if plane.size and (plane.min() < 0 or plane.max() >= r.size):
+            raise InputError(source, f"level {level} codes outside 0..{r.size - 1}")
+        cells[:, :, level] = plane.T + r.start
+    return cells
+
+
+def audio_frames(vocab, codes: np.ndarray, *, source: str = "audio codes") -> np.ndarray:
+    """Codec codes ``(L, T)`` -> model ids ``(T, SLOTS)``: one step per frame."""
+    codes = np.asarray(codes)
+    if codes.ndim != 2:
+        raise InputError(source, f"expected (levels, frames) codes, got shape {codes.shape}")
+    levels, frames = codes.shape
+    have = min(vocab.config.audio_codebooks, SLOTS)
+    if levels > have:
+        raise InputError(source, f"{levels} codebook levels, the vocabulary has {have}")
+    steps = np.full((frames, SLOTS), vocab.pad, dtype=np.int64)
+    for level in range(levels):
+        r = vocab.ranges[f"audio:{level}"]
+        plane = codes[level].astype(np.int64)
+        if plane.size and (plane.min() < 0 or plane.max() >= r.size):
+            raise InputError(source, f"level {level} codes outside 0..{r.size - 1}")
+        steps[:, level] = plane + r.start
+    return steps
+
+
+def source_stream(vocab, rules, task: str, body: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(src, src_pos)`` of a direction's source: the task token, then the modality stream ``body``."""
+    from unimusic.models.positions import stream_positions
+
+    source, target = _check_task(task)
+    src = np.concatenate([slot0(vocab, [vocab.task(source, target)]), np.asarray(body, dtype=np.int64).reshape(-1, SLOTS)])
+    return src, stream_positions(rules, source, src[:, 0])
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Example:
     """One training example of one direction (arrays are int64)."""
@@ -212,10 +269,8 @@ class _Row:
         codes = decode_image_codes(self.row)
         if codes is None:
             raise _Missing("no_image_codes")
-        levels, h, w = codes.shape
-        have = min(self.vocab.config.image_codebooks, SLOTS)
-        if levels > have:
-            raise InputError(f"{self.piece_id} image codes", f"{levels} codebook levels, the vocabulary has {have}")
+        cells = image_cells(self.vocab, codes, source=f"{self.piece_id} image codes")
+        w, h = cells.shape[:2]
         if h < 1 or w < 1:
             raise _Missing("empty_image")
         if h > self.vocab.config.image_max_rows:
@@ -223,13 +278,6 @@ class _Row:
         measure_x = self.row.get("measure_x")
         if measure_x is None or len(measure_x) != len(self.measures) or not self.measures:
             raise _Missing("no_measure_x")
-        cells = np.full((w, h, SLOTS), self.pad, dtype=np.int64)
-        for level in range(levels):
-            r = self.vocab.ranges[f"image:{level}"]
-            plane = codes[level].astype(np.int64)
-            if plane.size and (plane.min() < 0 or plane.max() >= r.size):
-                raise InputError(f"{self.piece_id} image codes", f"level {level} codes outside 0..{r.size - 1}")
-            cells[:, :, level] = plane.T + r.start
         patch = IMAGE_PATCH
         if self.row.get("width"):
             patch = max(1, int(self.row["width"]) // w)
@@ -253,19 +301,9 @@ class _Row:
             raise _Missing("no_audio_codes")
         if self.steps is None:
             raise _Missing("no_time_span")
-        levels, frames = codes.shape
-        have = min(self.vocab.config.audio_codebooks, SLOTS)
-        if levels > have:
-            raise InputError(f"{self.piece_id} audio codes", f"{levels} codebook levels, the vocabulary has {have}")
-        if frames < 1:
+        steps = audio_frames(self.vocab, codes, source=f"{self.piece_id} audio codes")
+        if len(steps) < 1:
             raise _Missing("empty_audio")
-        steps = np.full((frames, SLOTS), self.pad, dtype=np.int64)
-        for level in range(levels):
-            r = self.vocab.ranges[f"audio:{level}"]
-            plane = codes[level].astype(np.int64)
-            if plane.min() < 0 or plane.max() >= r.size:
-                raise InputError(f"{self.piece_id} audio codes", f"level {level} codes outside 0..{r.size - 1}")
-            steps[:, level] = plane + r.start
         return {"frames": steps, "rate": float(rate)}
 
     def _prepare_midi(self):
@@ -308,9 +346,7 @@ class _Row:
 
     # -- streams --------------------------------------------------------------------------
     def slot0(self, ids) -> np.ndarray:
-        out = np.full((len(ids), SLOTS), self.pad, dtype=np.int64)
-        out[:, 0] = np.asarray(ids, dtype=np.int64)
-        return out
+        return slot0(self.vocab, ids)
 
     def frame_range(self, s0: int, s1: int) -> tuple[int, int]:
         audio = self.get("audio")
@@ -636,10 +672,10 @@ def _examples(view: _Row, task: str, *, vocab, rules, caps: Caps, dataset: str, 
     else:
         pieces, extra = planner.mixed()
     counts.update(extra)
-    task_id, sos, eos = vocab.task(source, target), vocab.sos(target), vocab.eos
+    sos, eos = vocab.sos(target), vocab.eos
     out = []
     for index, piece in enumerate(pieces):
-        src = np.concatenate([view.slot0([task_id]), piece.src])
+        src, src_pos = source_stream(vocab, rules, task, piece.src)
         tgt = np.concatenate([view.slot0([sos]), piece.prefix, piece.body, view.slot0([eos])])
         sp = piece.span
         t0, t1 = (sp.s0 / view.sps, sp.s1 / view.sps) if piece.timed else (0.0, 0.0)
@@ -649,7 +685,7 @@ def _examples(view: _Row, task: str, *, vocab, rules, caps: Caps, dataset: str, 
             columns = (sp.c0, sp.c0 + (len(body) - 1) // view.get("image")["h"])
         out.append(Example(
             task=task, source=source, target=target, dataset=dataset, piece_id=view.piece_id,
-            src=src, src_pos=stream_positions(rules, source, src[:, 0]),
+            src=src, src_pos=src_pos,
             tgt=tgt, tgt_pos=stream_positions(rules, target, tgt[:, 0]),
             prefix=len(piece.prefix), span=(t0, t1, sp.m0, sp.m1), row=view.key, index=index,
             clipped=piece.clipped, split=view.split, columns=columns,

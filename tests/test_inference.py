@@ -173,7 +173,7 @@ def _valid(value, tmp_path, name):
 
 @pytest.mark.parametrize("source,to", [
     ("image", "musicxml"), ("image", "midi"), ("image", "audio"),
-    ("audio", "midi"), ("audio", "lmx"), ("audio", "image"),
+    ("audio", "midi"), ("audio", "lmx"), pytest.param("audio", "image", marks=pytest.mark.slow),  # ~20 s
     ("midi", "audio"), ("midi", "lmx"), ("lmx", "midi"), ("lmx", "image"),
 ])
 def test_each_model_direction_gives_a_valid_file(translator, piece, tmp_path, source, to):
@@ -228,6 +228,7 @@ def test_converter_paths_are_exact(piece):
         t.translate(io_files.Midi(notes=tuple(piece["notes"])), "lmx")
 
 
+@pytest.mark.slow
 def test_batched_equals_one_by_one(translator, piece):
     """Greedy decoding of a batch gives each item what it gets alone."""
     from unimusic.inference import Systems
@@ -264,6 +265,14 @@ def test_cli_translate_score_and_model_directions(piece, tmp_path, capsys):
     assert cv2.imread(str(out) + ".png") is not None
     printed = capsys.readouterr().out
     assert "model image->lmx" in printed and "picture:" in printed
+    from unimusic import io_files
+
+    pdf = tmp_path / "page.pdf"
+    io_files.write_output(io_files.Pages(images=(piece["page"], piece["page"])), pdf)
+    assert _cli("translate", str(pdf), "--to", "lmx", "-q") == 0
+    tokens = (tmp_path / "page.lmx").read_text().split()
+    assert "measure" in tokens
+    assert "2 chunk(s)" in capsys.readouterr().out  # one system per page, both pages read
 
 
 def test_cli_bad_inputs_exit_nonzero_with_one_line(tmp_path, capsys):
@@ -291,15 +300,16 @@ def test_cli_bad_inputs_exit_nonzero_with_one_line(tmp_path, capsys):
     assert "big.wav" in capsys.readouterr().err
 
 
-def test_cli_silent_audio_warns_and_gives_an_empty_or_valid_midi(tmp_path, capsys):
+def test_cli_silent_audio_warns_and_gives_an_empty_midi(tmp_path, capsys):
+    import pretty_midi
     import soundfile
 
     soundfile.write(str(tmp_path / "silence.wav"), np.zeros(44100 * 2, dtype=np.float32), 44100)
     assert _cli("translate", str(tmp_path / "silence.wav"), "--to", "midi", "-q") == 0
-    assert "silent" in capsys.readouterr().err
-    import pretty_midi
-
-    pretty_midi.PrettyMIDI(str(tmp_path / "silence.mid"))
+    err = capsys.readouterr().err
+    assert "silent audio" in err and "the result is empty" in err
+    midi = pretty_midi.PrettyMIDI(str(tmp_path / "silence.mid"))
+    assert sum(len(i.notes) for i in midi.instruments) == 0
 
 
 def test_cli_several_inputs_one_bad_still_translates_the_rest(piece, tmp_path, capsys):

@@ -42,6 +42,7 @@ TARGETS = ("musicxml", "lmx", "midi", "audio", "image")
 ENGINES = ("auto", "model", "convert")
 STRATEGIES = ("greedy", "sample", "beam")
 CORE = ("lmx", "midi", "image", "audio")  # what the model reads and writes
+SILENCE = 1e-4  # audio whose every sample is below this is silent (as unimusic.io_files says)
 CONVERTERS = {("lmx", "midi"), ("lmx", "image"), ("midi", "audio"), ("lmx", "audio")}
 
 
@@ -563,6 +564,8 @@ class Translator:
             return chunks, {"groups": groups}
         if source == "audio":
             samples, rate = x
+            if samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE:
+                return [], {"silent": True}  # nothing to hear: an empty result, not a model's guess
             codes = self._audio_codes(samples, rate, name)
             frames = audio_frames(vocab, codes, source=name)
             frame_rate = self.tokenizers.codec.config.frame_rate
@@ -638,6 +641,8 @@ class Translator:
         from unimusic.multitask import decode_target
 
         vocab = self.vocab
+        if plan.get("silent"):
+            return [], 0, ["silent audio: the result is empty"]
         invalid, notes = 0, []
         unstopped = sum(not c.stopped for c in chunks)
         if unstopped:
@@ -733,23 +738,21 @@ class Translator:
                 if not c.stopped:
                     results[c.item].warnings.append(f"window {k + 1} hit the length limit before EOS")
                 t0, t1 = plans[c.item][1][k]
-                want = int(math.ceil((t1 - t0) * frame_rate))
-                codes = codes[:, :want]
-                if codes.shape[1] < want:  # stopped early: pad with the first code (decodes near silence)
-                    codes = np.concatenate([codes, np.zeros((codes.shape[0], want - codes.shape[1]), np.int64)], 1) \
-                        if codes.shape[1] else np.zeros((len(self._audio_levels()), want), np.int64)
-                generated[c.item].append((t0, codes))
+                generated[c.item].append((t0, codes[:, : int(math.ceil((t1 - t0) * frame_rate))]))
         out = []
         for i, windows in enumerate(generated):
-            parts = [(t0, self._audio_from_codes(codes)) for t0, codes in windows]
+            parts = []
+            for (t0, codes), (_, t1) in zip(windows, plans[i][1]):
+                audio = self._audio_from_codes(codes)
+                n = int(round((t1 - t0) * codec.sample_rate))
+                if len(audio) < n:  # the model stopped early: the rest of its window is silence
+                    audio = np.concatenate([audio, np.zeros(n - len(audio), dtype=np.float32)])
+                parts.append((t0, audio[:n]))
             out.append((crossfade_join(parts, sample_rate=codec.sample_rate, fade=options.overlap_seconds),
                         codec.sample_rate))
         return out
 
     # -- tokenizer calls ------------------------------------------------------------------
-    def _audio_levels(self) -> range:
-        return range(min(SLOTS, self.vocab.config.audio_codebooks))
-
     def _image_codes(self, crop: np.ndarray, name: str) -> np.ndarray:
         import torch
 

@@ -376,9 +376,11 @@ def test_eval_table_on_corpus_rows(translator, corpus_rows, tmp_path):
     items = evaluation.items_from_tokens(corpus_rows, split="test", limit=2)
     assert len(items) == 2 and all(it.lmx and it.notes and it.audio.seconds > 1 for it in items)
     chosen = [d for d in evaluation.DIRECTIONS if d.name in ("image->lmx", "audio->midi", "midi->audio (FluidSynth)")]
-    report = evaluation.evaluate(translator, items, directions=chosen, peers=("basic-pitch",), log=lambda *_: None,
-                                 pictures_dir=str(tmp_path / "pictures"), pictures=1)
+    report = evaluation.evaluate(translator, items, directions=chosen, peers=("basic-pitch", "basic-pitch:1"),
+                                 log=lambda *_: None, pictures_dir=str(tmp_path / "pictures"), pictures=1)
     rows = {r["direction"]: r for r in report["rows"]}
+    assert rows["audio->midi (basic-pitch) (first 1 items)"]["items"] == 1
+    assert rows["audio->midi (ours, first 1 items)"]["items"] == 1
     assert 0 <= rows["image->lmx"]["ser"] and rows["image->lmx"]["items"] == 2
     assert 0 <= rows["audio->midi"]["onset_f1"] <= 1 and rows["audio->midi"]["seconds_per_audio_second"] > 0
     assert rows["midi->audio (FluidSynth)"]["onset_f1"] > 0.1  # the judge hears real synthesis
@@ -404,3 +406,12 @@ def test_eval_on_a_folder_of_paired_files(translator, piece, tmp_path):
     chosen = [d for d in evaluation.DIRECTIONS if d.name == "image->lmx"]
     report = evaluation.evaluate(translator, items, directions=chosen, peers=(), log=lambda *_: None)
     assert report["rows"][0]["items"] == 1 and "ser" in report["rows"][0]
+
+
+def test_peer_specs():
+    from unimusic.evaluation import parse_peers
+
+    assert parse_peers(["basic-pitch", "transkun:8"]) == [("basic-pitch", None), ("transkun", 8)]
+    for bad in ("crepe", "transkun:0", "transkun:x"):
+        with pytest.raises(InputError):
+            parse_peers([bad])

@@ -621,10 +621,11 @@ def cmd_eval(args) -> int:
         raise InputError(f"--directions {args.directions}", "matches no direction (have "
                          + ", ".join(d.name for d in evaluation.DIRECTIONS) + ")")
     peers = [p for p in (args.peers or "").split(",") if p]
+    evaluation.parse_peers(peers)  # a bad name fails before the model loads
     translator = Translator.load(args.checkpoint)
     print(f"evaluating {translator.path} (step {translator.meta.get('step')}) on {len(items)} item(s), "
           f"{len(directions)} direction(s), peers: {', '.join(peers) or 'none'}")
-    report = evaluation.evaluate(translator, items, directions=directions, peers=peers, peer_items=args.peer_items,
+    report = evaluation.evaluate(translator, items, directions=directions, peers=peers,
                                  partial=args.out,
                                  options=Options(batch_size=args.batch_size, progress=not args.quiet),
                                  pictures_dir=os.path.join(args.out, "pictures") if args.pictures else None,
@@ -785,9 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="first N items (stable order)")
     p.add_argument("--checkpoint", default=None, help="an exported translator (default: the shipped one)")
     p.add_argument("--directions", default="", help="comma-separated subset, e.g. image->lmx,audio->midi")
-    p.add_argument("--peers", default="basic-pitch,transkun", help="peer transcribers run on the same audio")
-    p.add_argument("--peer-items", type=int, default=None,
-                   help="peers transcribe the first N items only (Transkun: about 3 s per audio second on CPU)")
+    p.add_argument("--peers", default="basic-pitch,transkun",
+                   help="peer transcribers run on the same audio; NAME:N limits one to the first N items "
+                        "(Transkun: about 3 s per audio second on a CPU)")
     p.add_argument("--out", default="eval", help="folder for eval.md, eval.json and pictures/")
     p.add_argument("--pictures", type=int, default=2, help="pictures per direction (0: none)")
     p.add_argument("--batch-size", type=int, default=8)

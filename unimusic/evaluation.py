@@ -201,14 +201,14 @@ def pooled_note_scores(pairs: Sequence[tuple[Sequence, Sequence]]) -> dict:
 
 
 def evaluate(translator, items: Sequence[Item], *, directions: Sequence[Direction] = DIRECTIONS,
-             peers: Sequence[str] = PEER_NAMES, peer_items: int | None = None, options=None,
+             peers: Sequence[str] = PEER_NAMES, options=None,
              pictures_dir: str | None = None, pictures: int = 2, log=print, partial: str | None = None) -> dict:
     """Every direction (and peer) over ``items``: ``{"rows": [...], "items": n, ...}``.
 
-    Peers transcribe the first ``peer_items`` items (all by default; Transkun needs about
-    3 s per audio second on a CPU); when that is a subset, our audio->midi on the same
-    items is added as its own row. ``partial``: a folder where the report so far is
-    written after every row (a long run that is stopped keeps its finished rows)."""
+    ``peers``: names, each optionally limited to the first N items (``"transkun:8"``: Transkun
+    needs about 3 s per audio second on a CPU); for such a subset our audio->midi on the same
+    items gets its own row. ``partial``: a folder where the report so far is written after
+    every row (a long run that is stopped keeps its finished rows)."""
     from unimusic.inference import Options
 
     options = options or Options()
@@ -245,18 +245,35 @@ def evaluate(translator, items: Sequence[Item], *, directions: Sequence[Directio
         log(f"[eval] {d.name}: " + ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("direction", "kind")))
         if pictures_dir and pictures:
             _pictures(d, ok[:pictures], pictures_dir)
-    subset = list(items[:peer_items]) if peer_items else list(items)
-    if peers and len(subset) < len(items) and transcriptions:
-        same = [it for it in subset if it.name in transcriptions and it.notes is not None]
-        s = pooled_note_scores([(it.notes, transcriptions[it.name]) for it in same])
-        rows.append({"direction": "audio->midi (ours, peer items)", "kind": "model", "items": len(same),
-                     **{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()},
-                     "note": f"our audio->midi on the {len(same)} items the peers transcribe"})
-    for peer in peers:
-        rows.append(_peer_row(peer, subset, log))
+    subsets_done = set()
+    for peer, limit in parse_peers(peers):
+        subset = list(items[:limit]) if limit else list(items)
+        if len(subset) < len(items) and transcriptions and limit not in subsets_done:
+            subsets_done.add(limit)
+            same = [it for it in subset if it.name in transcriptions and it.notes is not None]
+            s = pooled_note_scores([(it.notes, transcriptions[it.name]) for it in same])
+            rows.append({"direction": f"audio->midi (ours, first {limit} items)", "kind": "model", "items": len(same),
+                         **{k: round(v, 4) if isinstance(v, float) else v for k, v in s.items()}})
+        row = _peer_row(peer, subset, log)
+        if len(subset) < len(items):
+            row["direction"] += f" (first {limit} items)"
+        rows.append(row)
         if partial:
             write_report(report, partial)
     return report
+
+
+def parse_peers(peers: Sequence[str]) -> list[tuple[str, int | None]]:
+    """``["basic-pitch", "transkun:8"]`` -> ``[("basic-pitch", None), ("transkun", 8)]``."""
+    out = []
+    for spec in peers:
+        name, _, limit = str(spec).partition(":")
+        if name not in PEER_NAMES:
+            raise InputError(f"peer {spec!r}", f"unknown (have {', '.join(PEER_NAMES)})")
+        if limit and not (limit.isdigit() and int(limit) > 0):
+            raise InputError(f"peer {spec!r}", "the item limit after ':' must be a positive integer")
+        out.append((name, int(limit) if limit else None))
+    return out
 
 
 def _reference(item: Item, d: Direction):

@@ -537,10 +537,10 @@ class Translator:
             from unimusic import io_files as io
 
             if isinstance(x, io.Pages):  # engraved by a converter hop: find its systems
-                x, notes = page_systems(x.images, source=name)
+                x, _ = page_systems(x.images, source=name)
                 if not x:
                     raise InputError(name, "no staff systems found in the image")
-            chunks, plan = [], []
+            chunks = []
             for s, crop in enumerate(x):
                 codes = self._image_codes(crop, name)
                 cells = image_cells(vocab, codes, source=f"{name} system {s + 1}")
@@ -551,7 +551,6 @@ class Translator:
                 for k, (c0, c1) in enumerate(image_chunks(w, h, barline_columns(crop), budget=budget)):
                     body = np.concatenate([slot0(vocab, [vocab.height_token(h)]), cells[c0:c1].reshape(-1, SLOTS)])
                     chunks.append(_Chunk(item=item, order=(s, k), body=body))
-                plan.append(s)
             return chunks, {"systems": len(x)}
         if source == "lmx":
             measures = split_measures(x)

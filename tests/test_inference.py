@@ -58,6 +58,8 @@ def test_plans_pick_converters_model_and_cascades():
     assert plan_hops("image", "musicxml", model_tasks=TASKS) == [("model", "image", "lmx"), ("convert", "lmx", "score")]
     assert plan_hops("midi", "audio", model_tasks=TASKS) == [("convert", "midi", "audio")]
     assert plan_hops("midi", "audio", engine="model", model_tasks=TASKS) == [("model", "midi", "audio")]
+    assert plan_hops("score", "audio", engine="model", model_tasks=TASKS) == [
+        ("convert", "score", "midi"), ("model", "midi", "audio")]
     assert plan_hops("image", "audio", via=("lmx",), model_tasks=TASKS) == [
         ("model", "image", "lmx"), ("convert", "lmx", "audio")]
     with pytest.raises(InputError, match="no deterministic converter"):

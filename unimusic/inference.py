@@ -140,6 +140,12 @@ def plan_hops(source: str, to: str, *, via: Sequence[str] = (), engine: str = "a
         task = f"{a}->{b}"
         has_model = task in model_tasks
         has_converter = (a, b) in CONVERTERS
+        if engine == "model" and not has_model:
+            # the model's own output where it has the last step (LMX -> audio: LMX -> MIDI, then the model)
+            step = next((m for m in CORE if (a, m) in CONVERTERS and f"{m}->{b}" in model_tasks), None)
+            if step:
+                hops += [("convert", a, step), ("model", step, b)]
+                continue
         if engine == "model" and has_model or engine == "auto" and has_model and not has_converter:
             hops.append(("model", a, b))
         elif engine != "model" and has_converter or engine == "model" and has_converter and not has_model:

@@ -175,7 +175,9 @@ def _value(item: Item, modality: str):
 
 def flat_notes(notes: Sequence) -> list:
     """Notes with programs ignored and drums left out (how transcription is compared with peers)."""
-    return [dataclasses.replace(n, program=0) for n in notes if not n.is_drum]
+    from unimusic.judge import _for_judging
+
+    return _for_judging(list(notes), "notes")
 
 
 def pooled_note_scores(pairs: Sequence[tuple[Sequence, Sequence]]) -> dict:
@@ -216,7 +218,6 @@ def evaluate(translator, items: Sequence[Item], *, directions: Sequence[Directio
     report = {"items": len(items), "rows": rows, "checkpoint": getattr(translator, "path", ""),
               "step": (getattr(translator, "meta", {}) or {}).get("step")}
     transcriptions = {}  # our audio->midi per item name, for the row beside the peers
-    omr_cache: dict = {}
     for d in directions:
         pairs = [(it, _value(it, d.source)) for it in items]
         pairs = [(it, v) for it, v in pairs if v is not None and _reference(it, d) is not None]
@@ -236,7 +237,7 @@ def evaluate(translator, items: Sequence[Item], *, directions: Sequence[Directio
         if d.source == "audio":
             audio_seconds = sum(it.audio.seconds for it, _ in pairs)
             row["seconds_per_audio_second"] = round(seconds / max(audio_seconds, 1e-9), 4)
-        row.update(_score(translator, d, ok, options, omr_cache))
+        row.update(_score(translator, d, ok, options))
         rows.append(row)
         if d.name == "audio->midi":
             transcriptions = {it.name: r.value.notes for it, r in ok}
@@ -282,7 +283,7 @@ def _reference(item: Item, d: Direction):
     return item.notes
 
 
-def _score(translator, d: Direction, ok, options, omr_cache) -> dict:
+def _score(translator, d: Direction, ok, options) -> dict:
     from unimusic import judge
     from unimusic.metrics import symbol_error_rate
 

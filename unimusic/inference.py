@@ -42,7 +42,6 @@ TARGETS = ("musicxml", "lmx", "midi", "audio", "image")
 ENGINES = ("auto", "model", "convert")
 STRATEGIES = ("greedy", "sample", "beam")
 CORE = ("lmx", "midi", "image", "audio")  # what the model reads and writes
-SILENCE = 1e-4  # audio whose every sample is below this is silent (as unimusic.io_files says)
 CONVERTERS = {("lmx", "midi"), ("lmx", "image"), ("midi", "audio"), ("lmx", "audio")}
 
 
@@ -563,12 +562,14 @@ class Translator:
             groups = group_measures([len(m) for m in measures], budget=budget)
             chunks = []
             for k, (m0, m1) in enumerate(groups):
-                ids = self._lmx_codec_ids([t for m in measures[m0:m1] for t in m], name)
+                ids = vocab.lmx.encode([t for m in measures[m0:m1] for t in m], source=name)
                 body = slot0(vocab, vocab.to_model("lmx", ids)[:budget])
                 chunks.append(_Chunk(item=item, order=(k,), body=body))
             return chunks, {"groups": groups}
         if source == "audio":
             samples, rate = x
+            from unimusic.render.synthesize import SILENCE
+
             if samples.size == 0 or float(np.max(np.abs(samples))) < SILENCE:
                 return [], {"silent": True}  # nothing to hear: an empty result, not a model's guess
             codes = self._audio_codes(samples, rate, name)
@@ -588,17 +589,15 @@ class Translator:
         windows = time_windows(max(seconds, 0.01), max_seconds=min(caps.max_seconds, vocab.midi.config.window_seconds))
         chunks = []
         for k, (t0, t1) in enumerate(windows):
-            ids = vocab.midi.encode_window([n for n in notes if n.start < t1 and n.end >= t0], start=t0, end=t1)
-            body = slot0(vocab, np.asarray(ids, dtype=np.int64)[:budget] + vocab.ranges["midi"].start)
-            chunks.append(_Chunk(item=item, order=(k,), body=body))
+            chunks.append(_Chunk(item=item, order=(k,), body=self._midi_body(notes, t0, t1, budget)))
         return chunks, {"windows": windows, "seconds": seconds}
 
-    def _lmx_codec_ids(self, tokens: Sequence[str], name: str) -> list[int]:
-        index = {t: i for i, t in enumerate(self.vocab.lmx.tokens)}
-        unknown = [t for t in tokens if t not in index]
-        if unknown:
-            raise InputError(name, f"{len(unknown)} token(s) are not LMX, e.g. {unknown[:3]}")
-        return [index[t] for t in tokens]
+    def _midi_body(self, notes: Sequence, t0: float, t1: float, budget: int) -> np.ndarray:
+        """The source stream of the MIDI window ``[t0, t1)`` (notes sounding at ``t0`` in its tie section)."""
+        from unimusic.multitask import slot0
+
+        ids = self.vocab.midi.encode_window([n for n in notes if n.start < t1 and n.end >= t0], start=t0, end=t1)
+        return slot0(self.vocab, self.vocab.to_model("midi", ids)[:budget])
 
     def _max_steps(self, target: str, options: Options, prefix: int = 0) -> int:
         return max(1, min(options.caps.target, self.config.max_positions) - 1 - prefix)
@@ -704,7 +703,7 @@ class Translator:
     def _midi_to_audio(self, items: list, results: list[Result], options: Options) -> list:
         """MIDI -> audio window by window: each window's decoder prefix is the codes generated
         just before it starts; windows overlap by ``overlap_seconds`` and are crossfaded."""
-        from unimusic.multitask import audio_frames, decode_target, slot0
+        from unimusic.multitask import audio_frames, decode_target
 
         vocab, codec = self.vocab, self.tokenizers.codec
         frame_rate = codec.config.frame_rate
@@ -725,8 +724,7 @@ class Translator:
                 if k >= len(windows):
                     continue
                 t0, t1 = windows[k]
-                ids = vocab.midi.encode_window([n for n in notes if n.start < t1 and n.end >= t0], start=t0, end=t1)
-                body = slot0(vocab, np.asarray(ids, dtype=np.int64)[:budget] + vocab.ranges["midi"].start)
+                body = self._midi_body(notes, t0, t1, budget)
                 prefix = None
                 if generated[i] and prefix_frames:
                     p0, codes = generated[i][-1]

@@ -9,7 +9,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${UNIMUSIC_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
-APT_PACKAGES=(fluidsynth fluid-soundfont-gm ffmpeg lilypond)
+APT_PACKAGES=(fluidsynth fluid-soundfont-gm ffmpeg lilypond chromium chromium-driver)
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 

@@ -26,6 +26,32 @@ def s3_server():
         yield endpoint
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Serve replicas in tests reserve almost no CPU: the session's 2 CPUs stay free for the
+# Ray Data and Ray Train tests that run after the serve tests.
+SERVE_TEST_SETTINGS = dict(model_cpus=0.01, ingress_cpus=0.01, max_replicas=1, max_batch_size=8,
+                           request_timeout_s=120.0, max_upload_bytes=4 * 2**20)
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_session):
+    """The translation service (shipped model) on a free loopback port for the session; its base URL."""
+    from ray import serve
+
+    from serve.app import ServeSettings, deploy
+
+    url = deploy(ServeSettings(port=free_port(), **SERVE_TEST_SETTINGS))
+    yield url
+    serve.shutdown()
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """Ray, started once (2 CPUs, no dashboard) unless already running; shut down at the end.

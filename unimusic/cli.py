@@ -658,6 +658,57 @@ def cmd_videos_make_test(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    """Deploy the translation service on a local Ray cluster (or --address) and keep it up until Ctrl-C."""
+    import signal
+    import time
+
+    import yaml
+
+    values: dict = {}
+    if args.config:
+        try:
+            loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise InputError(args.config, f"cannot read the serve config ({exc})") from None
+        apps = loaded.get("applications") if isinstance(loaded, dict) else None
+        values = dict((apps[0].get("args") or {}) if apps else (loaded or {}))
+        http = loaded.get("http_options") or {} if isinstance(loaded, dict) else {}
+        values.update({k: http[k] for k in ("host", "port") if k in http})
+    for key in ("checkpoint", "host", "port", "max_batch_size", "min_replicas", "max_replicas", "max_upload_bytes",
+                "request_timeout_s"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    from serve.app import ServeSettings, deploy
+
+    settings = ServeSettings.from_mapping(values)
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.key():
+        _err(f"warning: listening on {settings.host} without an API key (set UNIMUSIC_API_KEY)")
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    if args.address:
+        ray.init(address=args.address)
+    else:
+        ray.init(num_cpus=args.num_cpus, include_dashboard=False)
+    print(f"starting the translation service ({settings.checkpoint or 'shipped translator-tiny'}) ...", flush=True)
+    url = deploy(settings)
+    print(f"serving on {url}/  (API: {url}/docs; health: {url}/healthz). Ctrl-C stops.", flush=True)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    from ray import serve
+
+    print("stopping ...", flush=True)
+    serve.shutdown()
+    ray.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="unimusic",
@@ -799,6 +850,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a checkpoint folder or a run folder (its latest checkpoint); local or s3://")
     p.add_argument("out", help="output path without suffix (writes OUT.safetensors and OUT.json)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("serve", help="serve translation endpoints and a web page (Ray Serve; 127.0.0.1 by default)")
+    p.add_argument("--config", default=None, help="a Serve config file (serve/config.yaml): its application args "
+                   "and http_options; the flags below override it")
+    p.add_argument("--checkpoint", default=None, help="an exported translator (default: the shipped one)")
+    p.add_argument("--host", default=None, help="bind address (default 127.0.0.1; set UNIMUSIC_API_KEY before "
+                   "exposing it)")
+    p.add_argument("--port", type=int, default=None, help="default 8000")
+    p.add_argument("--max-batch-size", type=int, default=None, help="requests one model replica decodes together")
+    p.add_argument("--min-replicas", type=int, default=None)
+    p.add_argument("--max-replicas", type=int, default=None)
+    p.add_argument("--max-upload-bytes", type=int, default=None)
+    p.add_argument("--request-timeout-s", type=float, default=None)
+    p.add_argument("--address", default=None, help="join a running Ray cluster (e.g. auto) instead of starting one")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("demo", help="the main job on the embedded default (for now: every codec over corpus pieces)")
     p.add_argument("--pieces", type=int, default=24)

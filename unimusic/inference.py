@@ -203,12 +203,18 @@ def score_to_notes(musicxml: bytes, *, source: str = "<musicxml>") -> list:
     return notes_from_midi(base64.b64decode(toolkit.renderToMIDI()), name=source)
 
 
+def score_to_svgs(musicxml: bytes, *, source: str = "<musicxml>", max_pages: int | None = None) -> list[str]:
+    """Engraved pages of a score as SVG (Verovio), at most ``max_pages``."""
+    toolkit = _toolkit_for(musicxml, source)
+    count = toolkit.getPageCount() if max_pages is None else min(max_pages, toolkit.getPageCount())
+    return [toolkit.renderToSVG(p) for p in range(1, count + 1)]
+
+
 def score_to_pages(musicxml: bytes, *, source: str = "<musicxml>") -> list[np.ndarray]:
     """Engraved pages (uint8 gray) of a score."""
     from unimusic.render.engrave import svg_to_gray
 
-    toolkit = _toolkit_for(musicxml, source)
-    return [np.asarray(svg_to_gray(toolkit.renderToSVG(p))) for p in range(1, toolkit.getPageCount() + 1)]
+    return [np.asarray(svg_to_gray(svg)) for svg in score_to_svgs(musicxml, source=source)]
 
 
 def notes_to_audio(notes: Sequence, *, sample_rate: int = 44100) -> np.ndarray:

@@ -42,6 +42,10 @@ _MXL_CONTAINER = (
 )
 
 
+class UnsupportedType(InputError):
+    """Content of a kind unimusic does not read (a Word file, a zip, random bytes)."""
+
+
 class ConversionWarning(UserWarning):
     """:func:`write_output` converted a value and dropped something (e.g. LMX tokens outside the grammar)."""
 
@@ -284,7 +288,7 @@ def _zip_kind(source: str, data: bytes, ext: str) -> str:
         what = "an OpenDocument file"
     else:
         what = "a zip archive that is not compressed MusicXML (.mxl)"
-    raise InputError(source, f"unsupported file type: {what}; supported: {SUPPORTED_INPUTS}")
+    raise UnsupportedType(source, f"unsupported file type: {what}; supported: {SUPPORTED_INPUTS}")
 
 
 def _detect(source: str, data: bytes, ext: str) -> tuple[str, str, bool]:
@@ -319,7 +323,7 @@ def _detect(source: str, data: bytes, ext: str) -> tuple[str, str, bool]:
         if _EXT_KIND.get(ext) == "score":
             return "score", _EXT_FORMAT[ext], False  # a damaged score: the score reader names the XML error
         what = f"XML document with root <{root}>, not MusicXML" if root else "text starting with '<', not well-formed XML"
-        raise InputError(source, f"unsupported file type ({what}); supported: {SUPPORTED_INPUTS}")
+        raise UnsupportedType(source, f"unsupported file type ({what}); supported: {SUPPORTED_INPUTS}")
     # Text whose every token is an LMX token is LMX, whatever its extension.
     what = "binary data"
     if b"\x00" not in head:
@@ -342,7 +346,7 @@ def _detect(source: str, data: bytes, ext: str) -> tuple[str, str, bool]:
     if fallback is not None:
         return fallback, _EXT_FORMAT[ext], False  # the reader of that kind names what is wrong
     described = f"{what}, extension {ext!r}" if ext else what
-    raise InputError(source, f"unsupported file type ({described}); supported: {SUPPORTED_INPUTS}")
+    raise UnsupportedType(source, f"unsupported file type ({described}); supported: {SUPPORTED_INPUTS}")
 
 
 # -- readers --------------------------------------------------------------------------
@@ -594,8 +598,18 @@ def read_input(path, *, limits: Limits = Limits()) -> Loaded:
     ``Loaded.warnings``.
     """
     source = os.fspath(path)
-    data = _read_file(path, limits)
-    ext = Path(source).suffix.lower()
+    return read_bytes(_read_file(path, limits), name=source, limits=limits)
+
+
+def read_bytes(data: bytes, *, name: str, limits: Limits = Limits()) -> Loaded:
+    """:func:`read_input` of bytes already in memory (an upload): ``name`` only names
+    the input in messages and gives the extension hint; nothing is opened."""
+    source = str(name)
+    if not data:
+        raise InputError(source, "file is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise InputError(source, f"file is too large ({len(data)} bytes > limit {int(limits.max_bytes)} bytes)")
+    ext = Path(source).suffix.lower() if source else ""
     kind, fmt, by_content = _detect(source, data, ext)
     if kind == "image":
         value, notes = _read_image(source, data, fmt, limits)
@@ -797,6 +811,26 @@ def write_output(value, path) -> list[str]:
     """
     dst_name = os.fspath(path)
     dst = Path(dst_name)
+    output_kind(dst)  # an unknown extension is refused before anything else
+    if dst.is_dir():
+        raise InputError(dst_name, "output is a directory")
+    outputs = encode_output(value, dst_name)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(dst_name, f"cannot create the output folder ({exc.strerror or exc})") from None
+    for p, data in outputs:
+        if p.is_dir():
+            raise InputError(str(p), "output is a directory")
+        _atomic_write(p, data)
+    return [str(p) for p, _ in outputs]
+
+
+def encode_output(value, name: str) -> list[tuple[Path, bytes]]:
+    """The files :func:`write_output` would write for ``name`` (its extension picks the
+    format), as ``(path, bytes)`` without touching the filesystem."""
+    dst_name = os.fspath(name)
+    dst = Path(dst_name)
     kind = output_kind(dst)
     ext = dst.suffix.lower()
     modality = MODALITY_OF.get(type(value))
@@ -807,13 +841,6 @@ def write_output(value, path) -> list[str]:
         raise InputError(
             dst_name, f"cannot write {modality} to a {ext} file ({modality} can be written as {', '.join(can)})"
         )
-    if dst.is_dir():
-        raise InputError(dst_name, "output is a directory")
-    try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(dst_name, f"cannot create the output folder ({exc.strerror or exc})") from None
-
     outputs: list[tuple[Path, bytes]]
     try:
         if kind == "musicxml":
@@ -845,8 +872,4 @@ def write_output(value, path) -> list[str]:
         raise InputError(dst_name, exc.problem if own else f"{exc.source}: {exc.problem}") from None
     except Exception as exc:  # a library failing on odd content: still one line naming the output
         raise InputError(dst_name, f"cannot write {modality} ({type(exc).__name__}: {exc})") from None
-    for p, data in outputs:
-        if p.is_dir():
-            raise InputError(str(p), "output is a directory")
-        _atomic_write(p, data)
-    return [str(p) for p, _ in outputs]
+    return outputs

@@ -33,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from unimusic.errors import InputError
@@ -369,7 +370,22 @@ api = FastAPI(
     title="unimusic translation service",
     version="1",
     description="Translate music between score images, MusicXML/kern/ABC, LMX, MIDI and audio. See serve/API.md.",
+    docs_url=None,  # FastAPI's own /docs loads Swagger UI from a CDN; ours serves it offline (below)
+    redoc_url=None,
 )
+_HTTP_KINDS = {404: "not_found", 405: "method_not_allowed"}
+
+
+@api.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    """Unknown paths and methods answer in the same JSON error shape as everything else."""
+    return _error(exc.status_code, _HTTP_KINDS.get(exc.status_code, "http_error"),
+                  f"{request.method} {request.url.path}: {exc.detail}", _serve_request_id())
+
+
+# Swagger UI's files (the swagger-ui-bundle package), served by name from this fixed list.
+_DOCS_ASSETS = {"swagger-ui-bundle.js": "text/javascript", "swagger-ui.css": "text/css",
+                "favicon-32x32.png": "image/png"}
 
 
 def body_limit(max_upload_bytes: int) -> int:
@@ -441,7 +457,7 @@ class Ingress:
         _BODY_LIMIT["bytes"] = body_limit(self.settings.max_upload_bytes)
 
     # -- helpers --------------------------------------------------------------------------
-    def _request_id(self, request: Request) -> str:
+    def _request_id(self, request: Request | None) -> str:
         return _serve_request_id()
 
     def _check_key(self, request: Request) -> None:
@@ -522,6 +538,25 @@ class Ingress:
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self) -> HTMLResponse:
         return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> HTMLResponse:
+        from fastapi.openapi.docs import get_swagger_ui_html
+
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="unimusic API",
+                                   swagger_js_url=f"{root}/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{root}/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url=f"{root}/docs-assets/favicon-32x32.png")
+
+    @api.get("/docs-assets/{name}", include_in_schema=False)
+    async def docs_asset(self, name: str) -> Response:
+        if name not in _DOCS_ASSETS:  # a fixed list: the request's name never becomes a path
+            return _error(404, "not_found", f"no such asset {name[:80]!r}", self._request_id(None))
+        from swagger_ui_bundle import swagger_ui_path
+
+        return Response((swagger_ui_path / name).read_bytes(), media_type=_DOCS_ASSETS[name],
+                        headers={"Cache-Control": "max-age=86400"})
 
     @api.get("/healthz", summary="Liveness: the ingress answers and a model replica is reachable")
     async def healthz(self, request: Request):

@@ -33,7 +33,7 @@ def piece():
     from music21 import corpus
 
     from unimusic import io_files
-    from unimusic.inference import notes_to_audio, score_to_notes, score_to_pages
+    from unimusic.inference import notes_to_audio, score_to_lmx, score_to_notes, score_to_pages
 
     score = corpus.parse("bach/bwv66.6")
     xml = score.write("musicxml").read_bytes()
@@ -48,6 +48,7 @@ def piece():
         "notes": notes,
         "wav": encode(audio, "a.wav")[0][1],
         "png": encode(io_files.Pages(images=(page,)), "p.png")[0][1],
+        "lmx": encode(io_files.Lmx(tokens=tuple(score_to_lmx(excerpt))), "e.lmx")[0][1],
         "blank_png": encode(io_files.Pages(images=(np.full((600, 800), 255, np.uint8),)), "b.png")[0][1],
     }
 
@@ -121,6 +122,12 @@ def test_healthz_and_directions(serve_url):
 def test_openapi_docs(serve_url):
     status, headers, body = _get(serve_url + "/docs")
     assert status == 200 and b"swagger" in body.lower()
+    assert b"https://" not in body and b"http://" not in body  # offline: no CDN
+    status, headers, js = _get(serve_url + "/docs-assets/swagger-ui-bundle.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript") and len(js) > 100_000
+    _error_of(*_get(serve_url + "/docs-assets/..%2F..%2Fapp.py"), 404)
+    _error_of(*_get(serve_url + "/docs-assets/app.py"), 404)
+    assert _error_of(*_get(serve_url + "/v2/translate"), 404)["type"] == "not_found"
     spec = json.loads(_get(serve_url + "/openapi.json")[2])
     content = spec["paths"]["/v1/translate"]["post"]["requestBody"]["content"]
     assert content["multipart/form-data"]["schema"]["properties"]["file"]["format"] == "binary"
@@ -271,7 +278,7 @@ def test_400_malformed_bodies(serve_url, piece):
 
 @pytest.fixture(scope="module")
 def strict_url(serve_url, tmp_path_factory):
-    """An app with an API key, a 2 s timeout and a checkpoint exported from a run that diverged
+    """An app with an API key, a 5 s timeout and a checkpoint exported from a run that diverged
     (NaN weights, a real failure mode): sampling from it raises inside the model."""
     from ray import serve
     from safetensors.numpy import load_file, save_file
@@ -288,7 +295,7 @@ def strict_url(serve_url, tmp_path_factory):
     meta["sha256"] = hashlib.sha256((folder / "diverged.safetensors").read_bytes()).hexdigest()
     (folder / "diverged.json").write_text(json.dumps(meta))
     port = int(serve_url.rsplit(":", 1)[1])
-    settings = {**SERVE_TEST_SETTINGS, "request_timeout_s": 2.0}
+    settings = {**SERVE_TEST_SETTINGS, "request_timeout_s": 5.0}
     url = deploy(ServeSettings(port=port, checkpoint=str(folder / "diverged"), api_key="s3cret", **settings),
                  name="unimusic-strict", route_prefix="/strict")
     yield url
@@ -315,8 +322,9 @@ def test_500_model_error_keeps_the_replica(strict_url, piece):
     before = replicas()
     assert len(before) == 1
     key = {"X-API-Key": "s3cret"}
-    err = _error_of(*_post(strict_url + "/v1/translate", files={"file": ("take.wav", piece["wav"])},
-                           fields={"to": "midi", "strategy": "sample"}, headers=key), 500)
+    # LMX -> MIDI through the model: no encoder before the first sampled step, which fails
+    err = _error_of(*_post(strict_url + "/v1/translate", files={"file": ("bars.lmx", piece["lmx"])},
+                           fields={"to": "midi", "engine": "model", "strategy": "sample"}, headers=key), 500)
     assert err["type"] == "model_error" and err["request_id"] in err["message"]
     assert "probability tensor" in err["message"]
     assert _get(strict_url + "/healthz")[0] == 200  # the replica answers its next call
@@ -327,7 +335,7 @@ def test_504_timeout(strict_url, piece):
     from unimusic import io_files
 
     samples = io_files.read_bytes(piece["wav"], name="a.wav").value.samples
-    long = io_files.encode_output(io_files.Audio(samples=np.tile(samples, 10), sample_rate=22050), "l.wav")[0][1]
+    long = io_files.encode_output(io_files.Audio(samples=np.tile(samples, 20), sample_rate=22050), "l.wav")[0][1]
     err = _error_of(*_post(strict_url + "/v1/translate", files={"file": ("long.wav", long)}, fields={"to": "midi"},
                            headers={"X-API-Key": "s3cret"}), 504)
-    assert "2 s" in err["message"]
+    assert "5 s" in err["message"]

@@ -127,3 +127,19 @@ def test_server_from_the_config_file(tmp_path, command):
     if command == "unimusic":
         assert proc.returncode == 0, out[-3000:]
         assert f"serving on http://127.0.0.1:{port}/" in out
+
+
+def test_build_app_deployment_options():
+    """What build_app asks of Serve: batching bounded by max_ongoing_requests, autoscaling, GPUs."""
+    from serve.app import ServeSettings, build_app
+
+    def model_of(app):
+        return app._bound_deployment.init_args[0]._bound_deployment
+
+    model = model_of(build_app(ServeSettings(max_batch_size=12, min_replicas=1, max_replicas=3, model_gpus=0)))
+    assert model.max_ongoing_requests >= 12  # ENVIRONMENT.md: otherwise batches stop at 5
+    scaling = model._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas, scaling.target_ongoing_requests) == (1, 3, 4.0)
+    assert model.ray_actor_options["num_gpus"] == 0 and model.init_kwargs["device"] == "cpu"
+    gpu = model_of(build_app(ServeSettings(model_gpus=1)))
+    assert gpu.ray_actor_options["num_gpus"] == 1 and gpu.init_kwargs["device"] == "cuda"

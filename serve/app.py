@@ -89,8 +89,12 @@ class ServeSettings:
 
         for name in ("port", "max_upload_bytes", "max_audio_seconds", "max_pages", "request_timeout_s",
                      "max_batch_size", "chunk_batch_size", "min_replicas", "max_replicas", "target_ongoing_requests",
-                     "model_cpus", "ingress_replicas", "ingress_cpus"):
+                     "ingress_replicas"):
             positive(name, getattr(self, name))
+        for name in ("model_cpus", "ingress_cpus"):  # 0: reserve nothing (a service beside other Ray jobs)
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise InputError(name, f"must be a number >= 0, got {value!r}")
         if self.batch_wait_timeout_s < 0:
             raise InputError("batch_wait_timeout_s", f"must be >= 0, got {self.batch_wait_timeout_s!r}")
         if self.min_replicas > self.max_replicas:

@@ -34,9 +34,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-# Serve replicas in tests reserve almost no CPU: the session's 2 CPUs stay free for the
-# Ray Data and Ray Train tests that run after the serve tests.
-SERVE_TEST_SETTINGS = dict(model_cpus=0.01, ingress_cpus=0.01, max_replicas=1, max_batch_size=8,
+# Serve replicas in tests reserve no CPU: the session's 2 CPUs stay whole for the Ray Data
+# and Ray Train tests that run after the serve tests (0.02 reserved deadlocked a training
+# test whose workers and readers need exactly 2).
+SERVE_TEST_SETTINGS = dict(model_cpus=0, ingress_cpus=0, max_replicas=1, max_batch_size=8,
                            request_timeout_s=120.0, max_upload_bytes=4 * 2**20)
 
 

@@ -44,7 +44,8 @@ def _train_worker_pids() -> list[int]:
     """PIDs of this test session's Ray Train workers (not those of other Ray clusters on the machine)."""
     from ray._private import state
 
-    return [a["Pid"] for a in state.actors().values() if a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE"]
+    return [a["Pid"] for a in state.actors().values() if a.get("ActorClassName") == "RayTrainWorker" and a.get("State") == "ALIVE"
+            and int(a.get("Pid") or 0) > 0]  # pid 0 (not recorded yet) would be os.kill(0): our own group
 
 
 def _kill_after_first_checkpoint(run_dir: Path, killed: list[int]) -> threading.Thread:

@@ -580,6 +580,20 @@ def cmd_translate(args) -> int:
     return EXIT_INPUT if failures else 0
 
 
+def cmd_translate_batch(args) -> int:
+    from pipelines.batch_translate import translate_batch
+    from unimusic.inference import Options
+
+    via = tuple(v for v in (args.via or "").split(",") if v)
+    options = Options(engine=args.engine)
+    summary = translate_batch(args.src, to=args.to, out=args.out, checkpoint=args.checkpoint, via=via,
+                              options=options, actors=args.actors, batch_size=args.batch_size,
+                              overwrite=args.overwrite, progress=not args.quiet)
+    print(f"translate-batch: {summary['done']} done, {summary['failed']} failed, {summary['skipped']} skipped "
+          f"of {summary['inputs']} input(s) in {summary['seconds']:.1f} s; manifest: {summary['manifest']}")
+    return 0
+
+
 def _translation_picture(item, result, path):
     """A piano roll of a MIDI result; the OMR result engraved under the input's first system."""
     from unimusic import io_files
@@ -829,6 +843,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--picture", action="store_true", help="also write OUT.png: a piano roll, or the OMR result under the input")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_translate)
+
+    p = sub.add_parser("translate-batch", help="translate every file of a folder, glob or s3:// prefix (Ray Data)")
+    p.add_argument("src", metavar="SRC", help="a folder (recursive), a glob ('scans/**/*.png') or an s3:// prefix")
+    p.add_argument("--to", required=True, help="what to produce: musicxml, lmx, midi, audio or image")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix; mirrors SRC's tree, holds manifest.jsonl")
+    p.add_argument("--checkpoint", default=None, help="an exported translator (default: the shipped one)")
+    p.add_argument("--via", default="", help="cascade through these modalities, e.g. lmx,midi")
+    p.add_argument("--engine", choices=("auto", "model", "convert"), default="auto")
+    p.add_argument("--actors", type=int, default=None, help="translator actors (default: one per CPU)")
+    p.add_argument("--batch-size", type=int, default=8, help="inputs per actor call")
+    p.add_argument("--overwrite", action="store_true", help="translate inputs already done in --out again")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_translate_batch)
 
     p = sub.add_parser("eval", help="one table of every direction (and peers) on a corpus split or paired files")
     p.add_argument("--tokens", default=None, help="a tokenized corpus (its --split rows are the items)")

@@ -116,6 +116,7 @@ def test_model_actor_path(sources, tmp_path, ray_session):
         assert isinstance(io_files.read_input(row["output"]).value, io_files.Midi)
 
 
+@pytest.mark.slow  # a moto server and a second pass: the default tier keeps the local runs
 def test_s3_batch(s3_server, ray_session, sources):
     import boto3
 

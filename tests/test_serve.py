@@ -302,6 +302,7 @@ def strict_url(serve_url, tmp_path_factory):
     serve.delete("unimusic-strict")
 
 
+@pytest.mark.slow  # deploys a second app (another model load)
 def test_401_api_key(strict_url, piece):
     assert _get(strict_url + "/healthz")[0] == 200  # health stays open
     _error_of(*_get(strict_url + "/v1/directions"), 401)
@@ -312,6 +313,7 @@ def test_401_api_key(strict_url, piece):
     assert status == 200
 
 
+@pytest.mark.slow  # deploys a second app (another model load)
 def test_500_model_error_keeps_the_replica(strict_url, piece):
     import ray
 
@@ -331,6 +333,7 @@ def test_500_model_error_keeps_the_replica(strict_url, piece):
     assert replicas() == before  # the same replica, not a restarted one
 
 
+@pytest.mark.slow  # deploys a second app (another model load)
 def test_504_timeout(strict_url, piece):
     from unimusic import io_files
 

@@ -39,10 +39,9 @@ import warnings as warnings_mod
 from typing import Sequence
 
 from unimusic.errors import InputError
-from unimusic.inference import TARGETS, Options
+from unimusic.inference import Options
 from unimusic.io_files import Limits
 
-TARGET_EXT = {"musicxml": ".musicxml", "lmx": ".lmx", "midi": ".mid", "audio": ".wav", "image": ".png"}
 MANIFEST = "manifest.jsonl"
 SUMMARY = "summary.json"
 
@@ -111,6 +110,8 @@ def list_inputs(src: str, *, exclude: str | None = None) -> list[tuple[str, str]
 
 def plan_outputs(rels: Sequence[str], to: str) -> list[str]:
     """Relative output names: ``<stem><ext>``, or ``<name><ext>`` where stems collide."""
+    from unimusic.io_files import TARGET_EXT
+
     ext = TARGET_EXT[to]
     stems = [os.path.splitext(r)[0] for r in rels]
     counts: dict[str, int] = {}
@@ -282,10 +283,8 @@ def translate_batch(
     from unimusic.inference import needs_model, plan_hops
 
     src, out = os.fspath(src), os.fspath(out)
-    if to not in TARGETS:
-        raise InputError(f"--to {to}", f"unknown target (have {', '.join(TARGETS)})")
     via = tuple(via)
-    plan_hops("lmx", to, via=via, engine=options.engine)  # refuses an unknown --via step
+    plan_hops("lmx", to, via=via, engine=options.engine)  # refuses an unknown target or --via step
     if not isinstance(batch_size, int) or batch_size < 1:
         raise InputError("--batch-size", f"must be an integer >= 1, got {batch_size!r}")
     if actors is not None and (not isinstance(actors, int) or actors < 1):

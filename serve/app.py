@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from unimusic.errors import InputError
+from unimusic.inference import CORE, ENGINES, STRATEGIES, TARGETS  # constants only: numpy, no torch
 
 APP_NAME = "unimusic"
 INGRESS = "Ingress"
@@ -203,8 +204,7 @@ class TranslatorModel:
         self._idle.set()
 
     def info(self) -> dict:
-        return {"checkpoint": self.translator.path, "tasks": list(self.translator.tasks), "device": self.device,
-                "pid": os.getpid()}
+        return {"checkpoint": self.translator.path, "tasks": list(self.translator.tasks), "device": self.device}
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def translate(self, jobs: list[Job]) -> list[Outcome]:
@@ -229,13 +229,13 @@ class TranslateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    to: Literal["musicxml", "lmx", "midi", "audio", "image"]
+    to: Literal[TARGETS]
     response: Literal["file", "json"] = "file"
     format: str | None = Field(None, description="output format; default per target (see /v1/directions)")
     preview: bool = False
     via: str = Field("", description="comma-separated cascade steps: lmx, midi, image, audio")
-    engine: Literal["auto", "model", "convert"] = "auto"
-    strategy: Literal["greedy", "sample", "beam"] = "greedy"
+    engine: Literal[ENGINES] = "auto"
+    strategy: Literal[STRATEGIES] = "greedy"
     beam_size: int = Field(4, ge=1, le=16)
     temperature: float = Field(1.0, gt=0, le=10)
     top_p: float = Field(1.0, gt=0, le=1)
@@ -245,9 +245,9 @@ class TranslateParams(BaseModel):
     @classmethod
     def _via(cls, v: str) -> str:
         steps = [s.strip() for s in v.split(",") if s.strip()]
-        bad = [s for s in steps if s not in ("lmx", "midi", "image", "audio")]
+        bad = [s for s in steps if s not in CORE]
         if bad:
-            raise ValueError(f"unknown step(s) {bad}; use lmx, midi, image, audio")
+            raise ValueError(f"unknown step(s) {bad}; use {', '.join(CORE)}")
         return ",".join(steps)
 
     def via_steps(self) -> tuple[str, ...]:
@@ -459,11 +459,9 @@ class Ingress:
         self.limits = Limits(max_bytes=self.settings.max_upload_bytes, max_audio_seconds=self.settings.max_audio_seconds,
                              max_pages=self.settings.max_pages)
         _BODY_LIMIT["bytes"] = body_limit(self.settings.max_upload_bytes)
+        self.page_html = PAGE.read_text(encoding="utf-8")
 
     # -- helpers --------------------------------------------------------------------------
-    def _request_id(self, request: Request | None) -> str:
-        return _serve_request_id()
-
     def _check_key(self, request: Request) -> None:
         key = self.settings.key()
         if key and not hmac.compare_digest(request.headers.get("x-api-key", "").encode(), key.encode()):
@@ -541,7 +539,7 @@ class Ingress:
     # -- endpoints ------------------------------------------------------------------------
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self) -> HTMLResponse:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(self.page_html)
 
     @api.get("/docs", include_in_schema=False)
     async def docs(self, request: Request) -> HTMLResponse:
@@ -556,15 +554,15 @@ class Ingress:
     @api.get("/docs-assets/{name}", include_in_schema=False)
     async def docs_asset(self, name: str) -> Response:
         if name not in _DOCS_ASSETS:  # a fixed list: the request's name never becomes a path
-            return _error(404, "not_found", f"no such asset {name[:80]!r}", self._request_id(None))
+            return _error(404, "not_found", f"no such asset {name[:80]!r}", _serve_request_id())
         from swagger_ui_bundle import swagger_ui_path
 
         return Response((swagger_ui_path / name).read_bytes(), media_type=_DOCS_ASSETS[name],
                         headers={"Cache-Control": "max-age=86400"})
 
     @api.get("/healthz", summary="Liveness: the ingress answers and a model replica is reachable")
-    async def healthz(self, request: Request):
-        request_id = self._request_id(request)
+    async def healthz(self):
+        request_id = _serve_request_id()
         try:
             info = await asyncio.wait_for(self._model_info(), timeout=10)
         except Exception as exc:  # noqa: BLE001
@@ -573,9 +571,9 @@ class Ingress:
 
     @api.get("/v1/directions", summary="What translates into what, the output formats and the limits")
     async def directions(self, request: Request):
-        from unimusic.inference import TARGETS, plan_hops
+        from unimusic.inference import plan_hops
 
-        request_id = self._request_id(request)
+        request_id = _serve_request_id()
         try:
             self._check_key(request)
             info = await self._model_info()
@@ -613,7 +611,7 @@ class Ingress:
         }}},
     )
     async def translate(self, request: Request):
-        request_id = self._request_id(request)
+        request_id = _serve_request_id()
         started = time.perf_counter()
         try:
             self._check_key(request)
@@ -632,15 +630,16 @@ class Ingress:
 
     async def _answer(self, params: TranslateParams, data: bytes, name: str, request_id: str) -> Response:
         from unimusic.inference import Options, needs_model
-        from unimusic.io_files import UnsupportedType, read_bytes
+        from unimusic.io_files import TooLarge, UnsupportedType, read_bytes
 
         try:
             loaded = await asyncio.to_thread(read_bytes, data, name=name, limits=self.limits)
         except UnsupportedType as exc:
             raise _Fail(415, "unsupported_media_type", f"upload {exc}") from None
+        except TooLarge as exc:
+            raise _Fail(413, "payload_too_large", f"upload {exc}") from None
         except InputError as exc:
-            status = 413 if "too large" in exc.problem or "too long" in exc.problem else 422
-            raise _Fail(status, "unprocessable" if status == 422 else "payload_too_large", f"upload {exc}") from None
+            raise _Fail(422, "unprocessable", f"upload {exc}") from None
         try:
             options = Options(engine=params.engine, strategy=params.strategy, beam_size=params.beam_size,
                               temperature=params.temperature, top_p=params.top_p, seed=params.seed)

@@ -502,9 +502,6 @@ def cmd_export(args) -> int:
     return 0
 
 
-_TO_EXT = {"musicxml": ".musicxml", "lmx": ".lmx", "midi": ".mid", "audio": ".wav", "image": ".png"}
-
-
 def cmd_translate(args) -> int:
     import warnings
 
@@ -525,10 +522,10 @@ def cmd_translate(args) -> int:
             out = Path(args.output)
         else:
             folder = Path(args.output) if args.output else Path(path).parent
-            out = folder / (Path(path).stem + _TO_EXT[args.to])
+            out = folder / (Path(path).stem + io_files.TARGET_EXT[args.to])
         allowed = ("musicxml", "lmx") if args.to in ("musicxml", "lmx") else (args.to,)
         if io_files.output_kind(out) not in allowed:
-            raise InputError(str(out), f"the extension does not fit --to {args.to} (use {_TO_EXT[args.to]})")
+            raise InputError(str(out), f"the extension does not fit --to {args.to} (use {io_files.TARGET_EXT[args.to]})")
         if out.exists() and out.resolve() == Path(path).resolve():
             raise InputError(str(out), "the output would overwrite the input; give -o")
         outputs.append(out)

@@ -46,6 +46,10 @@ class UnsupportedType(InputError):
     """Content of a kind unimusic does not read (a Word file, a zip, random bytes)."""
 
 
+class TooLarge(InputError):
+    """An input over a size limit (bytes, pixels per page, audio seconds)."""
+
+
 class ConversionWarning(UserWarning):
     """:func:`write_output` converted a value and dropped something (e.g. LMX tokens outside the grammar)."""
 
@@ -368,7 +372,7 @@ def _read_file(path, limits: Limits) -> bytes:
     if size == 0:
         raise InputError(source, "file is empty (0 bytes)")
     if size > limits.max_bytes:
-        raise InputError(source, f"file is too large ({size} bytes > limit {int(limits.max_bytes)} bytes)")
+        raise TooLarge(source, f"file is too large ({size} bytes > limit {int(limits.max_bytes)} bytes)")
     try:
         data = p.read_bytes()
     except OSError as exc:
@@ -376,13 +380,13 @@ def _read_file(path, limits: Limits) -> bytes:
     if not data:  # changed since stat
         raise InputError(source, "file is empty (0 bytes)")
     if len(data) > limits.max_bytes:
-        raise InputError(source, f"file is too large ({len(data)} bytes > limit {int(limits.max_bytes)} bytes)")
+        raise TooLarge(source, f"file is too large ({len(data)} bytes > limit {int(limits.max_bytes)} bytes)")
     return data
 
 
 def _check_pixels(source: str, page: int, h: int, w: int, limits: Limits) -> None:
     if h * w > limits.max_pixels:
-        raise InputError(source, f"page {page} is too large ({w}x{h} = {w * h} pixels > limit {int(limits.max_pixels)})")
+        raise TooLarge(source, f"page {page} is too large ({w}x{h} = {w * h} pixels > limit {int(limits.max_pixels)})")
 
 
 def _image_size(data: bytes, fmt: str) -> tuple[int, int] | None:
@@ -518,12 +522,12 @@ def _read_audio(source: str, data: bytes, fmt: str, limits: Limits) -> tuple[Aud
     except Exception:
         frames = rate = 0  # decode_audio below names the problem
     if rate > 0 and frames > 0 and frames / rate > limits.max_audio_seconds:
-        raise InputError(source, f"audio is too long ({frames / rate:.1f} s > limit {limits.max_audio_seconds:g} s)")
+        raise TooLarge(source, f"audio is too long ({frames / rate:.1f} s > limit {limits.max_audio_seconds:g} s)")
     samples, sr = decode_audio(data, name=source)
     if samples.size == 0:
         raise InputError(source, f"{fmt} audio holds no samples (header without data?)")
     if samples.size / sr > limits.max_audio_seconds:
-        raise InputError(source, f"audio is too long ({samples.size / sr:.1f} s > limit {limits.max_audio_seconds:g} s)")
+        raise TooLarge(source, f"audio is too long ({samples.size / sr:.1f} s > limit {limits.max_audio_seconds:g} s)")
     if not np.all(np.isfinite(samples)):
         raise InputError(source, "audio contains NaN or infinite samples")
     notes = []
@@ -608,7 +612,7 @@ def read_bytes(data: bytes, *, name: str, limits: Limits = Limits()) -> Loaded:
     if not data:
         raise InputError(source, "file is empty (0 bytes)")
     if len(data) > limits.max_bytes:
-        raise InputError(source, f"file is too large ({len(data)} bytes > limit {int(limits.max_bytes)} bytes)")
+        raise TooLarge(source, f"file is too large ({len(data)} bytes > limit {int(limits.max_bytes)} bytes)")
     ext = Path(source).suffix.lower() if source else ""
     kind, fmt, by_content = _detect(source, data, ext)
     if kind == "image":
@@ -639,6 +643,8 @@ _OUTPUT_KIND = {
     ".wav": "audio", ".flac": "audio",
     ".png": "image", ".jpg": "image", ".jpeg": "image", ".pdf": "image",
 }
+# The extension a target gets when no output name says otherwise.
+TARGET_EXT = {"musicxml": ".musicxml", "lmx": ".lmx", "midi": ".mid", "audio": ".wav", "image": ".png"}
 # Which values each output kind takes (scores and LMX convert into each other).
 _ACCEPTS = {
     "musicxml": ("score", "lmx"), "lmx": ("score", "lmx"), "midi": ("midi",), "audio": ("audio",), "image": ("image",),

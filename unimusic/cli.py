@@ -577,6 +577,62 @@ def cmd_translate(args) -> int:
     return EXIT_INPUT if failures else 0
 
 
+def cmd_datasets_list(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from unimusic import datasets
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    table = Table(title="data set adapters (nothing is downloaded: point SRC at your copy)")
+    for column in ("name", "forms", "licence", "commercial use", "splits", "SRC"):
+        table.add_column(column)
+    for adapter in datasets.all_adapters():
+        info = adapter.info
+        table.add_row(info.name, ",".join(info.modalities) or "metadata", info.licence,
+                      "yes" if info.commercial_use else "no", info.splits, info.layout)
+    console.print(table)
+    return 0
+
+
+def cmd_datasets_import(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.import_dataset import import_dataset
+    from unimusic import config as config_mod
+    from unimusic import datasets
+    from unimusic.corpus import SPLITS
+    from unimusic.datasets.base import ImportConfig
+
+    adapter = datasets.get(args.name)  # an unknown name fails before Ray starts
+    config = config_mod.load(ImportConfig, args.config, args.overrides)
+    info = adapter.info
+    print(f"{info.title}: licence {info.licence}" + ("" if info.commercial_use else " -- NOT for commercial use")
+          + f"; cite: {info.citation}" * bool(info.citation))
+    manifest = import_dataset(name=info.name, source=args.src, out_dir=args.out, config=config, limit=args.limit,
+                              concurrency=args.concurrency, num_cpus=args.num_cpus, progress=not args.quiet)
+    console = Console(width=None if sys.stdout.isatty() else 140)
+    table = Table(title=f"{info.name} -> {args.out}")
+    for column in ("examples", "rows", *SPLITS, "image", "lmx", "midi", "audio", "shards written", "shards skipped",
+                   "MB", "errors", "seconds"):
+        table.add_column(column, justify="right")
+    table.add_row(str(manifest["examples"]), str(manifest["rows"]),
+                  *(str(manifest["rows_per_split"][s]) for s in SPLITS),
+                  *(str(manifest["rows_with"][m]) for m in ("image", "lmx", "midi", "audio")),
+                  str(manifest["shards_written"]), str(manifest["shards_skipped"]), f"{manifest['bytes'] / 1e6:.1f}",
+                  str(manifest["failures"]), str(manifest["seconds"]))
+    console.print(table)
+    for path in manifest.get("extras", []):
+        print(f"wrote {path}")
+    if manifest["failures"]:
+        print(f"{manifest['failures']} problem(s) recorded, the rest imported (all in {args.out}/errors.parquet):")
+        for error in manifest["errors"][:10]:
+            print(f"  {error['path']}: {error['stage']}: {error['message']}")
+    print(f"licence recorded in {args.out}/manifest.json: {info.licence}")
+    return 0
+
+
 def cmd_translate_batch(args) -> int:
     from pipelines.batch_translate import translate_batch
     from unimusic.inference import Options
@@ -747,6 +803,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     midi_options(p)
     p.set_defaults(func=cmd_info)
+
+    ds_parser = sub.add_parser("datasets", help="public data sets (OLiMPiC, GrandStaff, MAESTRO...) -> corpus shards")
+    ds_sub = ds_parser.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")
+    p = ds_sub.add_parser("list", help="the adapters, their forms, licences and expected layouts")
+    p.set_defaults(func=cmd_datasets_list)
+    p = ds_sub.add_parser("import", help="import a local or s3:// copy of a data set (Ray Data, resumable)")
+    p.add_argument("name", help="the data set (see `unimusic datasets list`)")
+    p.add_argument("src", help="the data set's folder or s3:// prefix, layout as distributed")
+    p.add_argument("--out", required=True, help="output folder or s3:// prefix (a corpus: shards/, manifest.json)")
+    p.add_argument("--limit", type=int, default=None, help="at most this many examples per split")
+    p.add_argument("--config", default=None, help="YAML file with ImportConfig values")
+    p.add_argument("--concurrency", type=int, default=None, help="shard builders (default: the cluster's CPUs)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster (default: all)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_datasets_import, overrides=[], takes_overrides=True)
+    p.epilog = "Config overrides follow as key=value, e.g. segment_seconds=8 examples_per_shard=4."
 
     corpus = sub.add_parser("corpus", help="multimodal corpus: engrave, synthesize, align per staff system (Ray Data)")
     corpus_sub = corpus.add_subparsers(dest="corpus_command", required=True, metavar="COMMAND")

@@ -1,0 +1,38 @@
+"""Small replicas of the public data sets' directory layouts, generated from music21-corpus
+pieces by our own renderers (Verovio engraving, FluidSynth audio, our LMX and MIDI writers).
+
+Each module ``tests/replicas/<name>.py`` has ``make(root: Path) -> Replica``: it writes the
+layout under ``root`` (good examples in each official split, plus the broken or missing
+files a real copy can have) and returns the facts a test checks the import against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+
+# adapter name -> replica module
+MODULES = {
+    "olimpic": "tests.replicas.olimpic",
+    "grandstaff": "tests.replicas.grandstaff",
+    "maestro": "tests.replicas.maestro",
+    "asap": "tests.replicas.asap",
+    "musicnet": "tests.replicas.musicnet",
+    "slakh2100": "tests.replicas.slakh",
+    "score-videos": "tests.replicas.score_videos",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Replica:
+    src: str  # what `unimusic datasets import NAME SRC` is given
+    examples: int  # examples scan() should list (good and bad)
+    good: int  # examples that import without error
+    errors: int  # error records expected (scan errors + failed examples)
+    rows_per_split: dict  # {split: rows} the import should write
+    modalities: tuple[str, ...]  # forms every good row has
+
+
+def make(name: str, root: Path) -> Replica:
+    return importlib.import_module(MODULES[name]).make(Path(root))

@@ -16,6 +16,7 @@ from tests.replicas import MODULES as REPLICA_MODULES
 from tests.replicas import make
 
 SEGMENT = "segment_seconds=4.0"
+BOUNDARY = 3.75
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +181,76 @@ def test_maestro_import_from_s3(s3_server, ray_session, maestro, tmp_path):
     assert "corpora/maestro/manifest.json" in keys and "corpora/maestro/errors.parquet" in keys
     assert sum(k.endswith(".parquet") and "/shards/" in k for k in keys) == len(manifest["shards"])
     assert math.isclose(sum(s["rows"] for s in manifest["shards"]), manifest["rows"])
+
+
+def test_imported_rows_tokenize_with_their_missing_forms_left_empty(maestro, tmp_path):
+    """An imported performance set has no images: its rows get audio codes and no image codes."""
+    import pyarrow.parquet as pq
+
+    from unimusic.datasets.base import ImportConfig
+    from unimusic.datasets.importer import import_local
+    from unimusic.models.shipped import shipped_path
+    from unimusic.tokenize import Tokenizers, decode_audio_codes, decode_image_codes, tokenize_table
+
+    out = tmp_path / "maestro"
+    import_local("maestro", maestro.src, str(out), config=ImportConfig(segment_seconds=4.0), limit=1)
+    table = pq.read_table(sorted((out / "shards").glob("*.parquet"))[0])
+    tokenizers = Tokenizers.load(shipped_path("image"), shipped_path("audio"))
+    tokenized, errors, seconds = tokenize_table(table, tokenizers, source="maestro")
+    assert errors == [] and tokenized.num_rows == table.num_rows
+    rows = tokenized.to_pylist()
+    assert all(decode_image_codes(r) is None for r in rows)
+    codes = [decode_audio_codes(r) for r in rows]
+    assert all(c is not None and c.shape[1] > 0 for c in codes)
+    assert seconds == pytest.approx(sum(r["end"] - r["start"] for r in rows), rel=0.05)
+
+
+@pytest.fixture(scope="module")
+def maestro_imported(maestro, tmp_path_factory):
+    from unimusic.datasets.base import ImportConfig
+    from unimusic.datasets.importer import import_local
+
+    out = tmp_path_factory.mktemp("maestro-imported")
+    # Row boundaries off the beat (chorale beats are 0.5 s): notes sound across them.
+    import_local("maestro", maestro.src, str(out), config=ImportConfig(segment_seconds=BOUNDARY))
+    return out
+
+
+def test_eval_items_join_each_performance_back_whole(maestro, maestro_imported):
+    """A performance cut into rows is one item again: every note once, with its true onset."""
+    from unimusic.datasets.maestro import sustained_notes
+    from unimusic.evaluation import items_from_dataset
+
+    items = items_from_dataset(str(maestro_imported), split="val")
+    assert len(items) == 1 and items[0].audio is not None and items[0].lmx is None and items[0].image is None
+    meta = json.loads(read_rows(str(maestro_imported))[0]["meta"])  # any row: the folder layout
+    table = list(csv.DictReader(io.StringIO(Path(maestro.src, "maestro-v3.0.0.csv").read_text())))
+    source = next(r for r in table if r["split"] == "validation")
+    assert meta  # rows carry the table's metadata
+    expected = sustained_notes(Path(maestro.src, source["midi_filename"]).read_bytes(), name="x")
+    key = lambda n: (n.pitch, round(n.start * 100))  # noqa: E731
+    got = sorted(items[0].notes, key=key)
+    assert [n.pitch for n in got] == [n.pitch for n in sorted({key(n): n for n in expected}.values(), key=key)]
+    crossing = [n for n in expected if n.start < BOUNDARY < n.end]
+    assert crossing, "the replica should hold a note sounding across the row boundary"
+    for n in crossing:  # joined back: one note from its onset to its end
+        match = [m for m in got if m.pitch == n.pitch and abs(m.start - n.start) < 0.011]
+        assert len(match) == 1 and abs(match[0].end - n.end) < 0.011
+    rows = [r for r in read_rows(str(maestro_imported)) if r["split"] == "val"]
+    assert items[0].audio.samples.size == round(sum(r["end"] - r["start"] for r in rows) * 44100)
+
+
+def test_eval_on_an_imported_split_is_one_command(maestro_imported, tmp_path, capsys):
+    from unimusic.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--dataset", str(maestro_imported), "--split", "test", "--peers", "", "--pictures", "0",
+                 "--out", str(out), "-q"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert [r["direction"] for r in report["rows"]] == ["audio->midi"]  # what MAESTRO can score
+    row = report["rows"][0]
+    assert row["items"] == 1 and row["failed"] == 0 and 0.0 <= row["onset_f1"] <= 1.0 and row["n_ref"] > 20
+    assert report["source"] == str(maestro_imported) and report["split"] == "test"
+    # A plain corpus is refused with a pointer to --tokens.
+    assert main(["eval", "--dataset", str(tmp_path), "--out", str(out)]) == 2
+    assert "manifest.json" in capsys.readouterr().err

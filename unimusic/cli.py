@@ -676,10 +676,13 @@ def cmd_eval(args) -> int:
     from unimusic import evaluation
     from unimusic.inference import Options, Translator
 
-    if bool(args.tokens) == bool(args.pairs):
-        raise InputError("eval", "give exactly one of --tokens CORPUS (a corpus split) or --pairs FOLDER (paired files)")
+    if sum(bool(x) for x in (args.tokens, args.pairs, args.dataset)) != 1:
+        raise InputError("eval", "give exactly one of --tokens CORPUS (a corpus split), --dataset IMPORTED "
+                                 "(an imported data set's split) or --pairs FOLDER (paired files)")
     if args.tokens:
         items = evaluation.items_from_tokens(args.tokens, split=args.split, limit=args.limit)
+    elif args.dataset:
+        items = evaluation.items_from_dataset(args.dataset, split=args.split, limit=args.limit)
     else:
         items = evaluation.items_from_folder(args.pairs, limit=args.limit)
     wanted = [d for d in (args.directions or "").split(",") if d]
@@ -687,6 +690,10 @@ def cmd_eval(args) -> int:
     if wanted and not directions:
         raise InputError(f"--directions {args.directions}", "matches no direction (have "
                          + ", ".join(d.name for d in evaluation.DIRECTIONS) + ")")
+    if args.dataset and not wanted:
+        directions = evaluation.dataset_directions(items)
+    if args.peers is None:  # Transkun needs ~3 s per audio second on a CPU: not by default on a whole data set
+        args.peers = "basic-pitch" if args.dataset else "basic-pitch,transkun"
     peers = [p for p in (args.peers or "").split(",") if p]
     evaluation.parse_peers(peers)  # a bad name fails before the model loads
     translator = Translator.load(args.checkpoint)
@@ -697,8 +704,8 @@ def cmd_eval(args) -> int:
                                  options=Options(batch_size=args.batch_size, progress=not args.quiet),
                                  pictures_dir=os.path.join(args.out, "pictures") if args.pictures else None,
                                  pictures=args.pictures)
-    report["source"] = args.tokens or args.pairs
-    report["split"] = args.split if args.tokens else None
+    report["source"] = args.tokens or args.dataset or args.pairs
+    report["split"] = args.split if args.tokens or args.dataset else None
     json_path, md_path = evaluation.write_report(report, args.out)
     print(evaluation.report_markdown(report))
     print(f"wrote {md_path} and {json_path}")
@@ -929,13 +936,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="one table of every direction (and peers) on a corpus split or paired files")
     p.add_argument("--tokens", default=None, help="a tokenized corpus (its --split rows are the items)")
     p.add_argument("--pairs", default=None, help="a folder of files sharing stems (x.png, x.musicxml, x.mid, x.wav)")
+    p.add_argument("--dataset", default=None,
+                   help="an imported data set (`unimusic datasets import`): OMR SER on its system images, "
+                        "transcription F1 on its whole performances")
     p.add_argument("--split", default="test")
     p.add_argument("--limit", type=int, default=None, help="first N items (stable order)")
     p.add_argument("--checkpoint", default=None, help="an exported translator (default: the shipped one)")
     p.add_argument("--directions", default="", help="comma-separated subset, e.g. image->lmx,audio->midi")
-    p.add_argument("--peers", default="basic-pitch,transkun",
+    p.add_argument("--peers", default=None,
                    help="peer transcribers run on the same audio; NAME:N limits one to the first N items "
-                        "(Transkun: about 3 s per audio second on a CPU)")
+                        "(Transkun: about 3 s per audio second on a CPU). Default: basic-pitch,transkun; "
+                        "basic-pitch with --dataset; '' for none")
     p.add_argument("--out", default="eval", help="folder for eval.md, eval.json and pictures/")
     p.add_argument("--pictures", type=int, default=2, help="pictures per direction (0: none)")
     p.add_argument("--batch-size", type=int, default=8)

@@ -246,7 +246,9 @@ def tokenize_table(table, tokenizers: Tokenizers, *, source: str = "shard"):
 
     for i in range(table.num_rows):
         img = aud = None
-        if tokenizers.image_model is not None:
+        # Imported data sets have rows without an image (MAESTRO) or without audio (OLiMPiC):
+        # the missing form simply gets no codes.
+        if tokenizers.image_model is not None and pngs[i] is not None:
             try:
                 img = image_codes_for_png(tokenizers.image_model, pngs[i])
                 patch = tokenizers.image_model.patch
@@ -256,7 +258,7 @@ def tokenize_table(table, tokenizers: Tokenizers, *, source: str = "shard"):
             except Exception as exc:  # never lose the shard for one row
                 fail(i, "tokenize-image", exc)
                 continue
-        if tokenizers.codec is not None:
+        if tokenizers.codec is not None and flacs[i] is not None:
             try:
                 aud = audio_codes_for_flac(tokenizers.codec, flacs[i])
             except Exception as exc:
@@ -272,11 +274,12 @@ def tokenize_table(table, tokenizers: Tokenizers, *, source: str = "shard"):
     has_image, has_audio = tokenizers.image_model is not None, tokenizers.codec is not None
     fields = {f.name: f for f in token_fields()}
     values = {
-        "image_codes": [c.ravel() for c in image_codes] if has_image else [None] * n,
-        "image_code_shape": [list(c.shape) for c in image_codes] if has_image else [None] * n,
-        "audio_codes": [c.ravel() for c in audio_codes] if has_audio else [None] * n,
-        "audio_code_shape": [list(c.shape) for c in audio_codes] if has_audio else [None] * n,
-        "audio_frame_rate": [float(tokenizers.codec.frame_rate)] * n if has_audio else [None] * n,
+        "image_codes": [None if c is None else c.ravel() for c in image_codes] if has_image else [None] * n,
+        "image_code_shape": [None if c is None else list(c.shape) for c in image_codes] if has_image else [None] * n,
+        "audio_codes": [None if c is None else c.ravel() for c in audio_codes] if has_audio else [None] * n,
+        "audio_code_shape": [None if c is None else list(c.shape) for c in audio_codes] if has_audio else [None] * n,
+        "audio_frame_rate": [None if c is None else float(tokenizers.codec.frame_rate) for c in audio_codes]
+        if has_audio else [None] * n,
         "image_tokenizer": [tokenizers.image_hash] * n,
         "audio_tokenizer": [tokenizers.audio_hash] * n,
     }

@@ -254,3 +254,45 @@ def test_eval_on_an_imported_split_is_one_command(maestro_imported, tmp_path, ca
     # A plain corpus is refused with a pointer to --tokens.
     assert main(["eval", "--dataset", str(tmp_path), "--out", str(out)]) == 2
     assert "manifest.json" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # every replica built and imported through Ray Data (each adapter's own test uses the plain loop)
+@pytest.mark.parametrize("name", sorted(REPLICA_MODULES))
+def test_every_replica_imports_through_ray(name, tmp_path, ray_session):
+    from pipelines.import_dataset import import_dataset
+    from unimusic import datasets
+    from unimusic.datasets.base import ImportConfig
+
+    replica = make(name, tmp_path / "replica")
+    config = ImportConfig(**replica.config)
+    manifest = import_dataset(name=name, source=replica.src, out_dir=str(tmp_path / "out"), config=config,
+                              progress=False)
+    assert manifest["licence"] == datasets.get(name).info.licence
+    assert manifest["examples"] == replica.examples and manifest["failures"] == replica.errors
+    assert manifest["rows_per_split"] == {"train": 0, "val": 0, "test": 0} | replica.rows_per_split
+    for form in replica.modalities:
+        assert manifest["rows_with"][form] == manifest["rows"] > 0
+    again = import_dataset(name=name, source=replica.src, out_dir=str(tmp_path / "out"), config=config,
+                           progress=False)
+    assert again["shards_written"] == 0 and again["rows"] == manifest["rows"]
+
+
+def test_omr_ser_on_an_imported_olimpic_split(tmp_path):
+    """OLiMPiC's test split: the image->lmx row scores every imported system against its LMX."""
+    import pyarrow.parquet as pq
+
+    from unimusic.cli import main
+    from unimusic.datasets.importer import import_local
+
+    replica = make("olimpic", tmp_path / "olimpic")
+    imported = tmp_path / "imported"
+    import_local("olimpic", replica.src, str(imported))
+    test_rows = sum(t.column("split").to_pylist().count("test")
+                    for t in (pq.read_table(f, columns=["split"]) for f in (imported / "shards").glob("*.parquet")))
+    out = tmp_path / "eval"
+    assert main(["eval", "--dataset", str(imported), "--split", "test", "--pictures", "1", "--out", str(out), "-q"]) == 0
+    report = json.loads((out / "eval.json").read_text())
+    assert [r["direction"] for r in report["rows"]] == ["image->lmx"]
+    row = report["rows"][0]
+    assert row["items"] == test_rows > 0 and row["failed"] == 0 and row["ser"] >= 0 and row["ref_tokens"] > 50
+    assert list((out / "pictures").glob("*.png"))  # the input crop with the prediction engraved under it

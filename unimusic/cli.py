@@ -8,6 +8,7 @@ Heavy libraries are imported inside the commands, so ``unimusic --help`` is fast
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -577,6 +578,34 @@ def cmd_translate(args) -> int:
     return EXIT_INPUT if failures else 0
 
 
+def cmd_pipeline(args) -> int:
+    from pipelines.workflow import load_config, run_pipeline, serve_forever
+
+    config = load_config(args.config, args.overrides, size=args.size)
+    if args.serve:
+        config = dataclasses.replace(config, serve=dataclasses.replace(config.serve, enabled=True))
+    where = os.environ.get("RAY_ADDRESS") or "a local Ray cluster"
+    print(f"unimusic pipeline ({args.size}) on {where}: corpus {config.corpus.source} (limit {config.corpus.limit}) -> "
+          f"tokenize -> train {config.train.preset} ({config.train.steps or 'preset'} steps, {config.train.workers} "
+          f"worker(s){', GPU' if config.train.gpu else ''}) -> eval -> {config.out}")
+    summary = run_pipeline(config)
+    stages, paths = summary["stages"], summary["paths"]
+    if "eval" in stages:
+        print(stages["eval"]["table"])
+    print(f"finished in {summary['seconds']} s; artifacts:")
+    for label, key in (("corpus (Parquet shards, manifest.json)", "corpus"), ("tokenized corpus", "tokens"),
+                       ("training runs (checkpoints)", "runs"), ("training logs (metrics.jsonl, tensorboard/)", "logs"),
+                       ("exported model", "export"), ("eval table (eval.md, eval.json, pictures/)", "eval")):
+        print(f"  {label}: {paths[key]}")
+    print(f"  run summary: {config.out.rstrip('/')}/pipeline.json")
+    print(f"translate with it: unimusic translate FILE --to midi --checkpoint {paths['export']}")
+    if config.serve.enabled:
+        serve_forever(config, paths)
+    else:
+        print(f"serve it: unimusic serve --checkpoint {paths['export']}  (or rerun with --serve)")
+    return 0
+
+
 def cmd_datasets_list(args) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -693,7 +722,8 @@ def cmd_eval(args) -> int:
     if args.dataset and not wanted:
         directions = evaluation.dataset_directions(items)
     if args.peers is None:  # Transkun needs ~3 s per audio second on a CPU: not by default on a whole data set
-        args.peers = "basic-pitch" if args.dataset else "basic-pitch,transkun"
+        transcribable = any(it.audio is not None and it.notes is not None for it in items)
+        args.peers = ("basic-pitch" if transcribable else "") if args.dataset else "basic-pitch,transkun"
     peers = [p for p in (args.peers or "").split(",") if p]
     evaluation.parse_peers(peers)  # a bad name fails before the model loads
     translator = Translator.load(args.checkpoint)
@@ -810,6 +840,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     midi_options(p)
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("pipeline", help="the whole workflow: corpus -> tokenize -> train -> eval (-> serve)")
+    p.add_argument("--config", default=None, help="YAML with PipelineConfig values (cluster/pipeline-aws.yaml)")
+    p.add_argument("--size", default="tiny", help="size preset: tiny (the embedded default), small, full")
+    p.add_argument("--serve", action="store_true", help="deploy the trained model at the end and keep serving")
+    p.set_defaults(func=cmd_pipeline, overrides=[], takes_overrides=True)
+    p.epilog = ("Overrides follow as key=value, e.g. out=s3://bucket/run1 corpus.limit=100 train.steps=500 "
+                "train.workers=2. With RAY_ADDRESS set, the stages run on that cluster.")
 
     ds_parser = sub.add_parser("datasets", help="public data sets (OLiMPiC, GrandStaff, MAESTRO...) -> corpus shards")
     ds_sub = ds_parser.add_subparsers(dest="datasets_command", required=True, metavar="COMMAND")

@@ -32,6 +32,7 @@ class Replica:
     errors: int  # error records expected (scan errors + failed examples)
     rows_per_split: dict  # {split: rows} the import should write
     modalities: tuple[str, ...]  # forms every good row has
+    config: dict = dataclasses.field(default_factory=dict)  # ImportConfig values the row counts assume
 
 
 def make(name: str, root: Path) -> Replica:

@@ -106,4 +106,5 @@ def make(root: Path) -> Replica:
     columns = {c: {str(i): r[c] for i, r in enumerate(rows)} for c in rows[0]}
     (base / "maestro-v3.0.0.json").write_text(json.dumps(columns))
     return Replica(src=str(base), examples=len(rows) - 1, good=len(PIECES), errors=2,
-                   rows_per_split=rows_per_split, modalities=("midi", "audio"))
+                   rows_per_split=rows_per_split, modalities=("midi", "audio"),
+                   config={"segment_seconds": SEGMENT_SECONDS})

@@ -106,6 +106,8 @@ def write_import_manifest(out_dir: str, *, adapter, source: str, config: ImportC
 
     hook = getattr(adapter, "extras", None)
     extras = list(hook(examples, out_dir)) if hook is not None else []
+    # What the set's authors left out of every split on purpose (e.g. Slakh2100's omitted/ tracks).
+    excluded = adapter.excluded(source) if hasattr(adapter, "excluded") else {}
 
     pairs = sorted(results, key=lambda p: p[0].shard)
     errors = list(scan_errors) + [e for r, _ in pairs for e in r.errors]
@@ -115,7 +117,7 @@ def write_import_manifest(out_dir: str, *, adapter, source: str, config: ImportC
         "dataset": info.name, "title": info.title, "licence": info.licence, "commercial_use": info.commercial_use,
         "homepage": info.homepage, "citation": info.citation, "inputs": source,
         "code_version": __version__, "config_hash": config.hash(), "config": dataclasses.asdict(config),
-        "examples": len(examples), "extras": extras,
+        "examples": len(examples), "excluded": excluded, "extras": extras,
         "shards": [{"name": r.shard + ".parquet", "rows": r.rows, "pieces": r.pieces, "bytes": r.bytes,
                     "sha256": r.sha256, "rows_per_split": r.rows_per_split} for r, _ in pairs],
         "rows": sum(r.rows for r, _ in pairs), "pieces": sum(r.pieces for r, _ in pairs),

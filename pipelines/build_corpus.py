@@ -61,6 +61,23 @@ def input_bytes(sources) -> int:
     return total
 
 
+def actor_pool(concurrency: int | None, items: int, resources: dict | None = None):
+    """The actor pool for ``items`` one-CPU tasks: one actor per CPU by default. With custom
+    ``resources`` (a node type's, e.g. ``{"preprocess": 1}``) the pool grows from one actor up
+    to what those resources allow now, or to ``concurrency`` on an autoscaling cluster whose
+    nodes of that type are not up yet."""
+    import ray
+
+    total = ray.cluster_resources()
+    size = max(1, min(concurrency or int(total.get("CPU", 1)), items))
+    if not resources:
+        return ray.data.ActorPoolStrategy(size=size)
+    if concurrency:  # the user's ceiling: the autoscaler adds nodes of that type as the pool grows
+        return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(concurrency, items)))
+    fits = min(int(total.get(name, 0) // amount) for name, amount in resources.items())
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, min(size, fits)))
+
+
 def init_ray(num_cpus: int | None = None, *, log_to_driver: bool = False) -> None:
     import ray
 
@@ -85,8 +102,11 @@ def build_corpus(
     collections: tuple[str, ...] = (),
     concurrency: int | None = None,
     num_cpus: int | None = None,
+    resources: dict | None = None,
 ) -> dict:
-    """Run the job; returns the manifest (also written to ``out_dir/manifest.json``)."""
+    """Run the job; returns the manifest (also written to ``out_dir/manifest.json``).
+    ``resources``: custom Ray resources each shard builder needs (e.g. ``{"preprocess": 1}``
+    to keep it on preprocessing nodes)."""
     import json
 
     import ray
@@ -97,8 +117,6 @@ def build_corpus(
     shards = plan_shards(sources, config)
     init_ray(num_cpus)
     storage.makedirs(out_dir)
-    cpus = int(ray.cluster_resources().get("CPU", 1))
-    workers = max(1, min(concurrency or cpus, len(shards)))
     t0 = time.perf_counter()
     # Biggest shards first: the last shard to finish is then a small one, so
     # workers are not left idle behind one long piece (names stay deterministic).
@@ -110,8 +128,9 @@ def build_corpus(
         ShardBuilder,
         fn_constructor_kwargs={"out_dir": out_dir, "config": dataclasses.asdict(config)},
         batch_size=1,
-        compute=ray.data.ActorPoolStrategy(size=workers),
+        compute=actor_pool(concurrency, len(shards), resources),
         num_cpus=1,
+        **({"resources": dict(resources)} if resources else {}),
         **forwarded_env(),
     )
     results = [ShardResult(**json.loads(r["result"])) for r in ds.iter_rows()]

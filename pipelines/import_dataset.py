@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
-from pipelines.build_corpus import forwarded_env, init_ray
+from pipelines.build_corpus import actor_pool, forwarded_env, init_ray
 from unimusic.datasets.base import ImportConfig
 
 
@@ -54,8 +54,10 @@ def import_dataset(
     concurrency: int | None = None,
     num_cpus: int | None = None,
     progress: bool = True,
+    resources: dict | None = None,
 ) -> dict:
-    """Run the import; returns the manifest (also written to ``out_dir/manifest.json``)."""
+    """Run the import; returns the manifest (also written to ``out_dir/manifest.json``).
+    ``resources``: custom Ray resources per shard builder (e.g. preprocessing nodes')."""
     import ray
 
     from unimusic import datasets, storage
@@ -73,8 +75,6 @@ def import_dataset(
         init_ray(num_cpus)
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = bool(progress)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = max(1, min(concurrency or cpus, len(specs)))
         ds = ray.data.from_items(
             [{"name": s.name, "examples": [example_to_json(e) for e in s.examples]} for s in specs],
             override_num_blocks=len(specs),
@@ -83,8 +83,9 @@ def import_dataset(
             ImportShardBuilder,
             fn_constructor_kwargs={"name": adapter.info.name, "out_dir": out_dir, "config": dataclasses.asdict(config)},
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=actor_pool(concurrency, len(specs), resources),
             num_cpus=1,
+            **({"resources": dict(resources)} if resources else {}),
             **forwarded_env(),
         )
         results = [result_from_json(r["result"]) for r in ds.iter_rows()]

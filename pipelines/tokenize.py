@@ -27,7 +27,7 @@ if __name__ == "__main__":  # run as a script: this folder must not shadow the s
 import dataclasses  # noqa: E402
 import time  # noqa: E402
 
-from pipelines.build_corpus import forwarded_env, init_ray  # noqa: E402
+from pipelines.build_corpus import actor_pool, forwarded_env, init_ray  # noqa: E402
 from unimusic.errors import InputError  # noqa: E402
 from unimusic.tokenize import (  # noqa: E402
     TokenizeResult,
@@ -74,8 +74,9 @@ def tokenize_corpus(
     audio_weights: str | os.PathLike | None,
     concurrency: int | None = None,
     num_cpus: int | None = None,
+    resources: dict | None = None,
 ) -> dict:
-    """Run the job; returns the manifest (also written to ``out_dir/manifest.json``) plus
+    """Run the job (``resources``: custom Ray resources per actor); returns the manifest (also written to ``out_dir/manifest.json``) plus
     ``seconds``, ``shards_written``, ``shards_skipped`` and ``other_shard_files`` (parquet files
     under ``out_dir/shards`` that this run's manifest does not list, e.g. of other tokenizers)."""
     import json
@@ -114,8 +115,6 @@ def tokenize_corpus(
         (results.append(done) if done else todo.append(source))
     if todo:
         init_ray(num_cpus)
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = max(1, min(concurrency or cpus, len(todo)))
         size = {s.get("name"): s.get("bytes", 0) for s in corpus_manifest["shards"] if isinstance(s, dict)}
         # Biggest shards first: the last shard to finish is then a small one.
         ordered = sorted(todo, key=lambda p: -(size.get(os.path.basename(p)) or 0))
@@ -130,8 +129,9 @@ def tokenize_corpus(
                 "audio_hash": audio_hash,
             },
             batch_size=1,
-            compute=ray.data.ActorPoolStrategy(size=workers),
+            compute=actor_pool(concurrency, len(todo), resources),
             num_cpus=1,
+            **({"resources": dict(resources)} if resources else {}),
             **forwarded_env(),
         )
         results += [TokenizeResult(**json.loads(r["result"])) for r in ds.iter_rows()]

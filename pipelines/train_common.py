@@ -45,6 +45,7 @@ class RunConfig:
     use_gpu: bool = False
     max_failures: int = 2  # worker failures survived per run (restart from the latest checkpoint)
     keep_checkpoints: int = 2
+    resources: dict = dataclasses.field(default_factory=dict)  # custom Ray resources per worker (a node type's)
 
     def __post_init__(self):
         if not self.name or "/" in self.name or self.name.startswith("."):
@@ -242,7 +243,7 @@ def run_trainer(loop, loop_config: dict, *, run: RunConfig, datasets: dict, unsp
     fs, root = storage.filesystem(run.storage_path)
     if not storage.is_remote(run.storage_path):
         os.makedirs(root, exist_ok=True)
-    resources = {"CPU": run.cpus_per_worker}
+    resources = {"CPU": run.cpus_per_worker, **run.resources}
     if run.use_gpu:
         resources["GPU"] = 1
     env = {**forwarded_env().get("runtime_env", {}).get("env_vars", {}), **{k: v for k, v in (env or {}).items() if v}}

@@ -731,6 +731,35 @@ def build(args: dict):
     return build_app(ServeSettings.from_mapping(dict(args)))
 
 
+def config_file_values(path: str) -> dict:
+    """Settings from a serve config file (``serve run``/``serve deploy`` format: the first
+    application's ``args`` and ``http_options`` host/port) or a plain mapping of settings."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise InputError(path, f"cannot read the serve config ({exc})") from None
+    apps = loaded.get("applications") if isinstance(loaded, dict) else None
+    values = dict((apps[0].get("args") or {}) if apps else (loaded or {}))
+    http = (loaded.get("http_options") or {}) if isinstance(loaded, dict) else {}
+    values.update({k: http[k] for k in ("host", "port") if k in http})
+    return values
+
+
+def wait_until_stopped() -> None:
+    """Block until Ctrl-C or SIGTERM (a service in the foreground)."""
+    import signal
+
+    stop: list[int] = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+
+
 def deploy(settings: ServeSettings = ServeSettings(), *, name: str = APP_NAME, route_prefix: str = "/",
            wait_s: float = 300.0) -> str:
     """Run the application on the current Ray cluster (starting a local one if needed) and wait

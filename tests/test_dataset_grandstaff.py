@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.replicas import make
+from tests.replicas import make, upload
 from tests.replicas.grandstaff import CORRUPT_IMAGE, EXCERPTS, FOLDER, MISSING, UNREADABLE_KERN
 
 KEY_PREFIX = FOLDER.removeprefix("grandstaff_dataset/")
@@ -150,17 +150,11 @@ def test_rerun_writes_no_shard(replica, imported):
 
 
 def test_scan_and_rows_from_s3(s3_server, replica):
-    import boto3
-
     from unimusic import datasets
     from unimusic.datasets.base import ImportConfig
 
-    s3 = boto3.client("s3", endpoint_url=s3_server)
-    s3.create_bucket(Bucket="grandstaff-replica")
     root = Path(replica.src)
-    for f in root.rglob("*"):
-        if f.is_file():
-            s3.put_object(Bucket="grandstaff-replica", Key=f"gs/{f.relative_to(root).as_posix()}", Body=f.read_bytes())
+    upload(root, endpoint=s3_server, bucket="grandstaff-replica", prefix="gs")
     adapter = datasets.get("grandstaff")
     examples, errors = adapter.scan("s3://grandstaff-replica/gs/")
     local, local_errors = adapter.scan(replica.src)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.replicas import upload
 from tests.replicas.musicnet import RATE, SEGMENT_SECONDS, make
 
 
@@ -123,17 +124,11 @@ def test_rerun_writes_no_new_shard(replica, imported):
 
 
 def test_scan_and_rows_from_s3(s3_server, replica):
-    import boto3
-
     from unimusic import datasets
     from unimusic.datasets.base import ImportConfig
 
-    s3 = boto3.client("s3", endpoint_url=s3_server)
-    s3.create_bucket(Bucket="musicnet-replica")
     root = Path(replica.src)
-    for f in root.rglob("*"):
-        if f.is_file():
-            s3.put_object(Bucket="musicnet-replica", Key=f"dl/{f.relative_to(root)}", Body=f.read_bytes())
+    upload(root, endpoint=s3_server, bucket="musicnet-replica", prefix="dl")
     adapter = datasets.get("musicnet")
     local, local_errors = adapter.scan(replica.src)
     remote, remote_errors = adapter.scan("s3://musicnet-replica/dl")

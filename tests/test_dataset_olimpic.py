@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.replicas import make
+from tests.replicas import make, upload
 from tests.replicas.olimpic import BAD_TOKEN, CORRUPT_IMAGE, MISSING, UNKNOWN_TOKEN
 
 SUBSETS = {"synthetic": "olimpic-1.0-synthetic", "scanned": "olimpic-1.0-scanned"}
@@ -128,17 +128,11 @@ def test_rerun_writes_no_shard(replica, imported):
 
 
 def test_scan_and_rows_from_s3(s3_server, replica):
-    import boto3
-
     from unimusic import datasets
     from unimusic.datasets.base import ImportConfig
 
-    s3 = boto3.client("s3", endpoint_url=s3_server)
-    s3.create_bucket(Bucket="olimpic-replica")
     root = Path(replica.src)
-    for f in root.rglob("*"):
-        if f.is_file():
-            s3.put_object(Bucket="olimpic-replica", Key=f"dl/{f.relative_to(root).as_posix()}", Body=f.read_bytes())
+    upload(root, endpoint=s3_server, bucket="olimpic-replica", prefix="dl")
     adapter = datasets.get("olimpic")
     examples, errors = adapter.scan("s3://olimpic-replica/dl")
     local, local_errors = adapter.scan(replica.src)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.replicas import upload
 from tests.replicas.slakh import RATE, SEGMENT_SECONDS, make
 
 
@@ -136,18 +137,12 @@ def test_rerun_writes_no_new_shard(replica, imported):
 
 
 def test_scan_and_rows_from_s3(s3_server, replica):
-    import boto3
-
     from unimusic import datasets
     from unimusic.datasets.base import ImportConfig
     from unimusic.datasets.slakh import scan_tracks
 
-    s3 = boto3.client("s3", endpoint_url=s3_server)
-    s3.create_bucket(Bucket="slakh-replica")
     root = Path(replica.src)
-    for f in root.rglob("*"):
-        if f.is_file():
-            s3.put_object(Bucket="slakh-replica", Key=f"data/{f.relative_to(root)}", Body=f.read_bytes())
+    upload(root, endpoint=s3_server, bucket="slakh-replica", prefix="data")
     adapter = datasets.get("slakh2100")
     local, local_errors = adapter.scan(replica.src)
     found = scan_tracks("s3://slakh-replica/data")

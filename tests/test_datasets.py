@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tests.replicas import MODULES as REPLICA_MODULES
-from tests.replicas import make
+from tests.replicas import make, upload
 
 SEGMENT = "segment_seconds=4.0"
 BOUNDARY = 3.75
@@ -167,11 +167,8 @@ def test_maestro_import_from_s3(s3_server, ray_session, maestro, tmp_path):
     from unimusic.datasets.base import ImportConfig
 
     s3 = boto3.client("s3", endpoint_url=s3_server)
-    s3.create_bucket(Bucket="datasets-import")
     root = Path(maestro.src)
-    for f in root.rglob("*"):
-        if f.is_file():
-            s3.put_object(Bucket="datasets-import", Key=f"maestro-v3.0.0/{f.relative_to(root)}", Body=f.read_bytes())
+    upload(root, endpoint=s3_server, bucket="datasets-import", prefix="maestro-v3.0.0")
     manifest = import_dataset(name="maestro", source="s3://datasets-import/maestro-v3.0.0",
                               out_dir="s3://datasets-import/corpora/maestro", config=ImportConfig(segment_seconds=4.0),
                               progress=False)

@@ -764,27 +764,13 @@ def cmd_videos_make_test(args) -> int:
 
 def cmd_serve(args) -> int:
     """Deploy the translation service on a local Ray cluster (or --address) and keep it up until Ctrl-C."""
-    import signal
-    import time
+    from serve.app import ServeSettings, config_file_values, deploy, wait_until_stopped
 
-    import yaml
-
-    values: dict = {}
-    if args.config:
-        try:
-            loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise InputError(args.config, f"cannot read the serve config ({exc})") from None
-        apps = loaded.get("applications") if isinstance(loaded, dict) else None
-        values = dict((apps[0].get("args") or {}) if apps else (loaded or {}))
-        http = loaded.get("http_options") or {} if isinstance(loaded, dict) else {}
-        values.update({k: http[k] for k in ("host", "port") if k in http})
+    values = config_file_values(args.config) if args.config else {}
     for key in ("checkpoint", "host", "port", "max_batch_size", "min_replicas", "max_replicas", "max_upload_bytes",
                 "request_timeout_s"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
-    from serve.app import ServeSettings, deploy
-
     settings = ServeSettings.from_mapping(values)
     if settings.host not in ("127.0.0.1", "localhost", "::1") and not settings.key():
         _err(f"warning: listening on {settings.host} without an API key (set UNIMUSIC_API_KEY)")
@@ -798,13 +784,7 @@ def cmd_serve(args) -> int:
     print(f"starting the translation service ({settings.checkpoint or 'shipped translator-tiny'}) ...", flush=True)
     url = deploy(settings)
     print(f"serving on {url}/  (API: {url}/docs; health: {url}/healthz). Ctrl-C stops.", flush=True)
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    try:
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    wait_until_stopped()
     from ray import serve
 
     print("stopping ...", flush=True)

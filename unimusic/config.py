@@ -8,6 +8,7 @@ values of the wrong type are errors that name the key.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
@@ -26,7 +27,7 @@ def _convert(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise InputError(f"config key {key!r}", f"expected a mapping for {annotation.__name__}, got {value!r}")
         return from_dict(annotation, value, prefix=f"{key}.")
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
         for arg in args:

@@ -37,3 +37,16 @@ class Replica:
 
 def make(name: str, root: Path) -> Replica:
     return importlib.import_module(MODULES[name]).make(Path(root))
+
+
+def upload(root: Path, *, endpoint: str, bucket: str, prefix: str, skip=lambda rel: False) -> str:
+    """Copy a replica's files to the local S3 server (bucket created); returns ``s3://bucket/prefix``."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+    s3.create_bucket(Bucket=bucket)
+    for f in sorted(Path(root).rglob("*")):
+        rel = f.relative_to(root)
+        if f.is_file() and not skip(rel):
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/{rel.as_posix()}", Body=f.read_bytes())
+    return f"s3://{bucket}/{prefix}"

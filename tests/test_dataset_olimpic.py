@@ -106,14 +106,15 @@ def test_one_row_by_hand(replica, imported):
 
 
 def test_a_crop_with_other_staves_than_its_lmx_is_refused(imported):
-    from unimusic.datasets.olimpic import check_staves
+    from unimusic.datasets.base import staff_count, system_crop
     from unimusic.errors import InputError
 
     row = read_rows(imported[0])[0]
+    image = Path(row["source"]).with_suffix(".png").read_bytes()  # the sample's own picture
     tokens = ["clef:G2", "staff:1", "clef:F4", "staff:2"]
-    check_staves(row, tokens, source="x.png")  # a grand staff, as drawn
+    system_crop(image, source="x.png", staves=staff_count(tokens))  # a grand staff, as drawn
     with pytest.raises(InputError, match=r"x.png: image: .*\[2\] staves.*LMX has 3"):
-        check_staves(row, tokens + ["staff:3"], source="x.png")
+        system_crop(image, source="x.png", staves=staff_count(tokens + ["staff:3"]))
 
 
 def test_rerun_writes_no_shard(replica, imported):

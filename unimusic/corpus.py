@@ -220,6 +220,24 @@ def _quantize(t: float, steps_per_second: int) -> float:
     return round(t * steps_per_second) / steps_per_second
 
 
+def span_midi(notes, codec, *, start: float, end: float) -> tuple[list[dict], list[dict]]:
+    """A row's MIDI columns for the span [start, end) s of ``notes`` (already on the codec's grid):
+    its event windows (at most the codec's window long) and its notes, both timed from ``start``,
+    notes cut at the span's ends."""
+    sps = codec.config.steps_per_second
+    windows, t = [], start
+    while t < end - 1e-9:
+        w_end = min(end, _quantize(t + codec.config.window_seconds, sps))
+        windows.append({"start": round(t - start, 6), "tokens": codec.encode_window(notes, start=t, end=w_end)})
+        t = w_end
+    span_notes = [
+        {"start": round(max(n.start, start) - start, 6), "end": round(min(n.end, end) - start, 6), "pitch": n.pitch,
+         "velocity": n.velocity, "program": n.program, "is_drum": n.is_drum}
+        for n in notes if n.start < end and n.end > start
+    ]
+    return windows, span_notes
+
+
 VARIANTS = ("score", "piano-reduction")
 
 
@@ -272,7 +290,6 @@ def build_piece_rows(source: str, data: bytes, config: CorpusConfig, *, variant:
     # windows describe exactly the same notes.
     notes = midi_codec.normalize(notes_from_midi(buffer.getvalue(), name=source))
     sps = config.midi.steps_per_second
-    window = config.midi.window_seconds
     scale = 1.0 / aug.tempo_scale
     common = {
         "piece_id": piece, "variant": variant, "work_id": work, "source": source, "split": split,
@@ -297,18 +314,7 @@ def build_piece_rows(source: str, data: bytes, config: CorpusConfig, *, variant:
             end = _quantize(run[-1].end * scale, sps)
             if end <= start:
                 continue
-            windows = []
-            t = start
-            while t < end - 1e-9:
-                w_end = min(end, _quantize(t + window, sps))
-                ids = midi_codec.encode_window(notes, start=t, end=w_end)
-                windows.append({"start": round(t - start, 6), "tokens": ids})
-                t = w_end
-            span_notes = [
-                {"start": round(max(n.start, start) - start, 6), "end": round(min(n.end, end) - start, 6), "pitch": n.pitch,
-                 "velocity": n.velocity, "program": n.program, "is_drum": n.is_drum}
-                for n in notes if n.start < end and n.end > start
-            ]
+            windows, span_notes = span_midi(notes, midi_codec, start=start, end=end)
             segment = cut_segment(audio, config.synth.sample_rate, start=start, end=end)
             rows.append(
                 {

@@ -172,38 +172,46 @@ def base_row(info: DatasetInfo, example: Example, config: ImportConfig, *, sourc
 # -- score images ----------------------------------------------------------------------------
 
 
-def system_crop(data: bytes, *, source: str) -> np.ndarray:
+def staff_count(tokens: Sequence[str]) -> int:
+    """Staves an LMX sequence uses (its highest ``staff:N``; 1 when it names none)."""
+    return max((int(t.split(":", 1)[1]) for t in tokens if t.startswith("staff:") and t[6:].isdigit()), default=1)
+
+
+def system_crop(data: bytes, *, source: str, staves: int | None = None) -> np.ndarray:
     """An image file holding one staff system -> our normalized crop (the same detector and
-    normalization as translation, so training and inference see the same pixels)."""
+    normalization as translation, so training and inference see the same pixels).
+    ``staves``: the staff count its label has; a system of another count is refused (a set's
+    crop can hold a neighbouring staff joined to the system by its barline)."""
     import cv2
 
+    from unimusic.io_files import _to_gray
     from unimusic.vision.staves import crop_systems, detect_systems
 
     img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(source, "unreadable image")
-    if img.ndim == 3 and img.shape[2] == 4:  # transparent background (OLiMPiC's PNGs): paint it white
-        alpha = img[:, :, 3:4].astype(np.float32) / 255.0
-        img = (img[:, :, :3].astype(np.float32) * alpha + 255.0 * (1 - alpha)).astype(np.uint8)
-    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
-    if gray.dtype != np.uint8:
-        gray = (gray / max(1, gray.max()) * 255).astype(np.uint8)
+    gray = _to_gray(img)
     systems = detect_systems(gray, source=source)
     if not systems:
         raise InputError(source, "no staff system found in the image")
     if len(systems) > 1:
         raise InputError(source, f"expected one staff system, found {len(systems)}")
+    if staves is not None and len(systems[0].staves) != staves:
+        raise InputError(source, f"image: the crop shows systems of {[len(s.staves) for s in systems]} staves, "
+                                 f"its LMX has {staves}")
     return crop_systems(gray, systems, source=source)[0]
 
 
-def image_lmx_row(row: dict, *, image: bytes | None, lmx: Sequence[str] | None, source: str) -> dict:
-    """Fill a row's image (normalized crop as PNG) and LMX ids (strict: an unknown token raises)."""
+def image_lmx_row(row: dict, *, image: bytes | None, lmx: Sequence[str] | None, source: str,
+                  staves: int | None = None) -> dict:
+    """Fill a row's image (normalized crop as PNG; ``staves`` as in :func:`system_crop`) and
+    LMX ids (strict: an unknown token raises)."""
     import cv2
 
     from unimusic.tokens.lmx import LmxCodec
 
     if image is not None:
-        crop = system_crop(image, source=source)
+        crop = system_crop(image, source=source, staves=staves)
         ok, png = cv2.imencode(".png", crop)
         if not ok:
             raise InputError(source, "cannot encode the crop as PNG")
@@ -213,20 +221,6 @@ def image_lmx_row(row: dict, *, image: bytes | None, lmx: Sequence[str] | None, 
             raise InputError(source, "empty LMX")
         row["lmx"] = LmxCodec().encode(list(lmx), source=source)
     return row
-
-
-def lmx_of_score(data: bytes, *, name: str) -> list[str]:
-    """A score file (MusicXML, **kern, ABC) -> LMX tokens through our converters."""
-    from unimusic.render.lmx import linearize
-    from unimusic.scores import musicxml_bytes
-
-    try:
-        xml = musicxml_bytes(name, data)
-        return linearize(xml, source=name)
-    except InputError:
-        raise
-    except Exception as exc:  # music21's own parse errors: one line naming the file
-        raise InputError(name, f"{type(exc).__name__}: {exc}") from None
 
 
 # -- performances ------------------------------------------------------------------------------
@@ -272,13 +266,14 @@ def performance_rows(row: dict, *, notes: Iterable, audio: np.ndarray | None, co
     Each row gets the notes sounding in its span (times from the span start, cut at its ends),
     their MIDI event windows, and its audio as FLAC. Notes go onto the codec's time grid first,
     so the notes column and the event windows describe the same notes (as in the corpus)."""
+    from unimusic.corpus import _quantize, span_midi
     from unimusic.render.synthesize import cut_segment, encode_flac
     from unimusic.tokens.midi import MidiEventCodec
 
     codec = MidiEventCodec(config=config.midi)
     notes = codec.normalize(list(notes))
     sps = config.midi.steps_per_second
-    q = lambda t: round(t * sps) / sps  # noqa: E731
+    q = lambda t: _quantize(t, sps)  # noqa: E731
     if spans is None:
         total = max([n.end for n in notes] + ([audio.size / config.sample_rate] if audio is not None else [0.0]))
         if total <= 0:
@@ -293,16 +288,7 @@ def performance_rows(row: dict, *, notes: Iterable, audio: np.ndarray | None, co
         start, end = q(start), q(end)
         if end <= start:
             continue
-        windows, t = [], start
-        while t < end - 1e-9:
-            w_end = min(end, q(t + config.midi.window_seconds))
-            windows.append({"start": round(t - start, 6), "tokens": codec.encode_window(notes, start=t, end=w_end)})
-            t = w_end
-        span_notes = [
-            {"start": round(max(n.start, start) - start, 6), "end": round(min(n.end, end) - start, 6), "pitch": n.pitch,
-             "velocity": n.velocity, "program": n.program, "is_drum": n.is_drum}
-            for n in notes if n.start < end and n.end > start
-        ]
+        windows, span_notes = span_midi(notes, codec, start=start, end=end)
         out = dict(row, system=index, start=start, end=end, notes=span_notes, midi_windows=windows)
         if audio is not None:
             segment = cut_segment(audio, config.sample_rate, start=start, end=end)

@@ -38,8 +38,8 @@ import posixpath
 import re
 
 from unimusic.datasets.base import (DatasetInfo, Example, ImportConfig, base_row, hashed_split, image_lmx_row,
-                                    make_example, official_split, scan_error)
-from unimusic.datasets.olimpic import check_staves, normalized_root, read_text, relative_files
+                                    make_example, official_split, scan_error, staff_count)
+from unimusic.datasets.olimpic import normalized_root, read_text, relative_files
 from unimusic.errors import InputError
 
 INFO = DatasetInfo(
@@ -207,8 +207,8 @@ class GrandStaffAdapter:
         tokens = grand_staff_lmx(data, source=score_path)
         row = base_row(INFO, example, config, source=score_path)
         image_lmx_row(row, image=None, lmx=tokens, source=score_path)
-        image_lmx_row(row, image=storage.read_bytes(image_path), lmx=None, source=image_path)
-        check_staves(row, tokens, source=image_path)
+        image_lmx_row(row, image=storage.read_bytes(image_path), lmx=None, source=image_path,
+                      staves=staff_count(tokens))
         return [row]
 
 
